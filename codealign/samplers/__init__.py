@@ -1,0 +1,10 @@
+"""Samplers: one interface (:class:`Sampler`), four backends.
+
+``hf`` (:mod:`codealign.samplers.hf`), ``vllm`` (:mod:`codealign.samplers.vllm`), ``openai``
+(:mod:`codealign.samplers.openai`) and pre-generated ``file`` samples (:mod:`codealign.samplers.file`).
+Backends import their heavy libraries lazily.
+"""
+
+from codealign.samplers.base import Completion, Sampler, SamplingParams
+
+__all__ = ["Completion", "Sampler", "SamplingParams"]
