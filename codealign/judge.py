@@ -1,0 +1,148 @@
+"""(Problem, program) -> sandbox verdicts, through any judge client (``sandbox.client.make_client``).
+
+Identical programs for the same problem are judged once. The trainer and ``codealign eval`` both call
+:func:`judge_many`; :func:`outcome` reduces a :class:`RunResult` to what pass@k, n@k and APPS' test-case
+average need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.spec import RunRequest, RunResult, TestCase, Verdict
+
+from codealign.extract import extract_code, humaneval_program
+from codealign.problems import Problem
+
+log = logging.getLogger(__name__)
+
+# HumanEval programs print nothing that matters: their asserts decide. Silence stdout so a solution's
+# debug print does not turn into a wrong answer against the empty expected output.
+_SILENCE_STDOUT = "import os as _ca_os, sys as _ca_sys\n_ca_sys.stdout = open(_ca_os.devnull, 'w')\n"
+
+
+def program_from_completion(problem: Problem, completion: str) -> str | None:
+    """The program to judge for a completion (``None``: no program in it). See :mod:`codealign.extract`."""
+    if problem.test_code is not None and problem.fn_name:
+        return humaneval_program(problem.starter_code, completion, problem.fn_name)
+    return extract_code(completion)
+
+
+def build_request(problem: Problem, code: str, *, tests: Sequence[TestCase] | None = None, stop_on_first_failure: bool = False) -> RunRequest:
+    """The sandbox request judging ``code`` on ``tests`` (default: all of the problem's tests) with its limits and checker."""
+    if problem.test_code is not None:
+        prefix = "" if "from __future__" in code else _SILENCE_STDOUT
+        code = f"{prefix}{code}\n\n{problem.test_code}"
+    return RunRequest(
+        language="python",
+        code=code,
+        tests=list(problem.all_tests() if tests is None else tests),
+        fn_name=problem.fn_name if problem.call_based else None,
+        time_limit_s=min(problem.time_limit_s, 120.0),
+        memory_limit_mb=min(problem.memory_limit_mb, 16384),
+        stop_on_first_failure=stop_on_first_failure,
+        checker=problem.checker,
+    )
+
+
+def no_program_result(problem: Problem) -> RunResult:
+    """The verdict for a completion with no program in it: CE on every test, nothing run."""
+    return RunResult(verdict=Verdict.CE, passed=0, total=len(problem.all_tests()), compile_output="no program found in the completion")
+
+
+def judge_many(
+    client: Any,
+    pairs: Sequence[tuple[Problem, str | None]],
+    *,
+    timeout_s: float | None = None,
+    stop_on_first_failure: bool = False,
+    on_result: Callable[[int, RunResult | None], None] | None = None,
+) -> list[RunResult | None]:
+    """Judge ``(problem, code)`` pairs; results in input order.
+
+    A ``None`` code (nothing extracted) is a CE without running. Identical ``code`` for the same problem
+    id runs once and its result is shared. ``timeout_s`` bounds the whole call (seconds): what has not
+    finished by then, or everything when the client fails (service down, bad request), comes back as
+    ``None`` — this never raises for a judging failure, so a training loop cannot stall on it.
+    ``on_result(i, result)`` fires for each input index as its result arrives (possibly on another thread).
+    """
+    results: list[RunResult | None] = [None] * len(pairs)
+    groups: dict[tuple[str, str], list[int]] = {}
+    reqs: list[RunRequest] = []
+    keys: list[tuple[str, str]] = []
+    for i, (problem, code) in enumerate(pairs):
+        if code is None:
+            results[i] = no_program_result(problem)
+            if on_result:
+                on_result(i, results[i])
+            continue
+        key = (problem.id, code)
+        if key not in groups:
+            groups[key] = []
+            keys.append(key)
+            reqs.append(build_request(problem, code, stop_on_first_failure=stop_on_first_failure))
+        groups[key].append(i)
+    lock = threading.Lock()
+
+    def deliver(j: int, result: RunResult) -> None:
+        with lock:
+            for i in groups[keys[j]]:
+                results[i] = result
+        if on_result:
+            for i in groups[keys[j]]:
+                on_result(i, result)
+
+    if reqs:
+        try:
+            client.run_many(reqs, timeout_s=timeout_s, on_result=deliver)
+        except Exception as e:  # noqa: BLE001 - a judging failure must not kill the caller's loop
+            missing = sum(r is None for r in results)
+            log.warning("judging stopped early (%s: %s); %d of %d results missing", type(e).__name__, e, missing, len(pairs))
+    return results
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the metrics need from one judged sample.
+
+    ``passed``/``total`` count tests; ``correct`` = every test passed; ``public_ok`` = every public test
+    passed (AlphaCode's filter); ``signature`` hashes the program's behaviour (its outputs, or the
+    verdict when it did not finish normally) on the clustering inputs, for n@k.
+    """
+
+    verdict: str
+    passed: int
+    total: int
+    correct: bool
+    public_ok: bool
+    signature: str
+
+
+def outcome(problem: Problem, result: RunResult) -> Outcome:
+    n_public = len(problem.public_tests)
+    tests = result.tests
+    if tests:
+        public_ok = all(t.verdict == Verdict.AC for t in tests[:n_public])
+    else:  # CE or no per-test detail: public tests passed only if the whole run did
+        public_ok = result.verdict == Verdict.AC or n_public == 0 and result.verdict not in (Verdict.CE,)
+    cluster = problem.cluster_inputs()
+    start = len(problem.public_tests) + (len(problem.private_tests) if problem.generated_tests else 0)
+    h = hashlib.sha256()
+    for t in tests[start : start + len(cluster)]:
+        behaviour = " ".join(t.stdout.split()) if t.verdict in (Verdict.AC, Verdict.WA) else t.verdict.value
+        h.update(behaviour.encode("utf-8", "replace") + b"\x00")
+    if not tests:
+        h.update(result.verdict.value.encode())
+    return Outcome(
+        verdict=result.verdict.value,
+        passed=result.passed,
+        total=result.total,
+        correct=result.verdict == Verdict.AC and result.passed == result.total,
+        public_ok=public_ok,
+        signature=h.hexdigest()[:16],
+    )
