@@ -55,7 +55,18 @@ class RunRequest(BaseModel):
     time_limit_s: float = Field(default=4.0, gt=0, le=120, description="CPU-time limit per test, seconds.")
     memory_limit_mb: int = Field(default=512, gt=0, le=16384, description="Address-space limit per test, MiB.")
     stop_on_first_failure: bool = False
-    checker: str = Field(default="tokens", description="Output comparison: 'tokens' (default) or 'exact'.")
+    checker: str = Field(
+        default="tokens",
+        description="Output comparison: 'tokens' (default), 'codecontests', 'apps' or 'exact'; see sandbox/checker.py.",
+    )
+    output_limit_mb: int = Field(
+        default=64, gt=0, le=1024, description="stdout cap per test, MiB; more output is OLE (and stops the program)."
+    )
+    max_output_chars: int = Field(
+        default=4096, ge=0, le=64 * 1024 * 1024,
+        description="How much of each test's stdout/stderr the result carries back (characters); the checker "
+        "always sees the whole stdout.",
+    )
 
 
 class TestResult(BaseModel):

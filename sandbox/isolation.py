@@ -1,0 +1,192 @@
+"""Linux isolation primitives: namespaces, mounts, the minimal root, rlimits, privilege drop.
+
+Python 3.11 has no ``os.unshare`` nor ``mount``, so they come from libc through ctypes. Every
+function here runs inside a sandbox worker (never in the service process): the worker calls
+``enter_worker_namespaces`` and ``build_root`` once at start, and each test's child calls
+``confine_child`` just before running the untrusted program.
+
+Layers and what each one stops (see docs/sandbox_engine.md):
+- network namespace (per worker, empty: only a down loopback): no socket reaches the host;
+- mount namespace (per worker) + chroot into a minimal read-only root: host files are invisible,
+  nothing of the host is writable; the only writable place is the test's own tmpfs directory;
+- PID namespace (per test, made by the test's supervisor): the program is PID 1 of a namespace that
+  the kernel tears down, killing every process in it, when the program exits or is killed;
+- an unprivileged uid/gid of its own (per worker), no supplementary groups, no_new_privs;
+- rlimits on CPU seconds, address space, processes, file size and open files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+# Where things appear inside the sandbox root.
+INNER_TMP = "/tmp"
+INNER_BIN = "/sbx/bin"
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {source} -> {target}")
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def enter_worker_namespaces() -> None:
+    """Give the calling worker its own mount, network, IPC and UTS namespaces (needs root)."""
+    unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    # Our mounts must never propagate back to the host.
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def _bind_ro(src: str, dst: str) -> None:
+    mount(src, dst, None, MS_BIND | MS_REC)
+    mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+@dataclass
+class Root:
+    path: str  # the root directory, as the worker (outside the chroot) sees it
+    tmp: str  # the writable tmpfs, outside view (INNER_TMP inside)
+
+
+# /etc entries the toolchains need (dynamic loader cache, java's config); nothing else of /etc.
+_ETC_KEEP = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf",
+             "localtime", "alternatives", "java-17-openjdk", "java-21-openjdk", "mime.types")
+_DEVICES = ("null", "zero", "random", "urandom")
+
+
+def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
+    """Build the minimal root under ``base`` (inside the worker's private mount namespace).
+
+    The root is a tmpfs holding: /usr (read-only bind; /bin, /lib, ... as on the host), the
+    interpreter's prefix at its own path (read-only), a few /etc files, /dev/{null,zero,random,
+    urandom}, the compiled-binary cache at /sbx/bin (read-only) and a size-capped writable /tmp.
+    No /proc, /sys, /home, /root contents, /work: the service's files and processes are not there.
+    """
+    import sys
+
+    os.makedirs(base, exist_ok=True)
+    mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+    r = lambda p: os.path.join(base, p.lstrip("/"))  # noqa: E731
+    os.makedirs(r("/usr"))
+    _bind_ro("/usr", r("/usr"))
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = "/" + top
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), r(host))
+        elif os.path.isdir(host):
+            os.makedirs(r(host))
+            _bind_ro(host, r(host))
+    prefixes = {os.path.realpath(sys.base_prefix)}
+    for prefix in sorted(prefixes):
+        if prefix.startswith("/usr/") or prefix == "/usr":
+            continue
+        os.makedirs(r(prefix), exist_ok=True)
+        _bind_ro(prefix, r(prefix))
+    # Intermediate directories (e.g. /root of /root/.pyenv/...) are ours, traversable by anyone.
+    for dirpath, dirnames, _ in os.walk(base):
+        os.chmod(dirpath, 0o755)
+        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
+    os.makedirs(r("/etc"))
+    for name in _ETC_KEEP:
+        src = os.path.join("/etc", name)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), r(src))
+        elif os.path.isdir(src):
+            shutil.copytree(src, r(src), symlinks=True)
+        elif os.path.isfile(src):
+            shutil.copy2(src, r(src))
+    os.makedirs(r("/dev"))
+    for dev in _DEVICES:
+        open(r("/dev/" + dev), "w").close()
+        mount("/dev/" + dev, r("/dev/" + dev), None, MS_BIND)
+    os.symlink("/proc/self/fd", r("/dev/fd"))
+    os.makedirs(r("/proc"))  # stays empty, except for programs that need their own /proc (the JVM)
+    os.makedirs(r(INNER_BIN))
+    _bind_ro(bin_cache, r(INNER_BIN))
+    os.makedirs(r(INNER_TMP))
+    mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,mode=755")
+    # The root itself becomes read-only; only /tmp (its own tmpfs) stays writable.
+    mount(None, base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return Root(path=base, tmp=r(INNER_TMP))
+
+
+def mount_own_proc(root: str) -> None:
+    """Give the calling process (PID 1 of its own PID namespace) a private mount namespace with a
+    /proc of *its* PID namespace only: the JVM and its loader need /proc/self; the service's
+    processes stay invisible."""
+    unshare(CLONE_NEWNS)
+    mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | 8)  # 8 = MS_NOEXEC
+
+
+@dataclass
+class Limits:
+    """Per-process resource limits applied in the test's child just before the program starts."""
+
+    cpu_s: int  # RLIMIT_CPU (soft = hard, so the kernel sends SIGKILL when it is reached)
+    address_space_mb: int | None  # RLIMIT_AS; None: unlimited (e.g. for the JVM, which reserves a lot)
+    nproc: int  # RLIMIT_NPROC: processes + threads of the sandbox uid
+    fsize_mb: int  # RLIMIT_FSIZE: largest file the program may write
+    nofile: int  # RLIMIT_NOFILE
+    stack_mb: int | None  # RLIMIT_STACK; None keeps the worker's
+
+
+def apply_rlimits(lim: Limits) -> None:
+    resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s))
+    if lim.address_space_mb is not None:
+        b = lim.address_space_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (b, b))
+    if lim.stack_mb is not None:
+        b = lim.stack_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_STACK, (b, b))
+    resource.setrlimit(resource.RLIMIT_NPROC, (lim.nproc, lim.nproc))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (lim.fsize_mb * 1024 * 1024,) * 2)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile, lim.nofile))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def drop_privileges(uid: int) -> None:
+    """Become ``uid``/``uid`` with no groups and no way back (no_new_privs blocks setuid binaries)."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)

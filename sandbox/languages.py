@@ -1,0 +1,147 @@
+"""Languages: availability, compilation and how a compiled program is started.
+
+Python is compiled to a code object in the service process (a syntax error is a CE at once, and no
+worker ever parses the source twice); workers receive it marshalled and run it in a forked zygote.
+C++ and Java are compiled *inside the sandbox* (a compiler reading ``#include "/etc/shadow"`` or
+``/dev/random`` is hostile input too), once per distinct program: the product lands in a
+content-addressed binary cache shared by all workers (read-only inside the sandbox at /sbx/bin).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sandbox.errors import LanguageUnavailable
+
+LANGUAGES = ("python", "cpp", "java")
+CPP_FLAGS = ("-std=c++17", "-O2", "-pipe")
+
+
+class CompileError(Exception):
+    """The program does not compile (the message is the compiler's diagnostics)."""
+
+
+@lru_cache(maxsize=None)
+def _tool(name: str) -> str | None:
+    path = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
+    return os.path.realpath(path) if path else None
+
+
+@lru_cache(maxsize=None)
+def _version(tool: str) -> str:
+    try:
+        return subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30).stdout[:200]
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def availability() -> dict[str, str | None]:
+    """Language -> None if usable here, else the reason it is not."""
+    return {
+        "python": None,
+        "cpp": None if _tool("g++") else "g++ not found",
+        "java": None if _tool("javac") and _tool("java") else "no JDK (javac/java) found",
+    }
+
+
+def require(language: str) -> None:
+    if language not in LANGUAGES:
+        raise LanguageUnavailable(f"unknown language {language!r}; supported: {', '.join(LANGUAGES)}")
+    reason = availability()[language]
+    if reason:
+        raise LanguageUnavailable(f"language {language!r} is unavailable on this sandbox host: {reason}")
+
+
+def extra_readonly_paths() -> list[str]:
+    """Toolchain directories outside /usr that must be visible inside the sandbox root."""
+    out = []
+    for t in ("java", "javac", "g++"):
+        p = _tool(t)
+        if p and not p.startswith("/usr/"):
+            out.append(os.path.dirname(os.path.dirname(p)))  # .../jdk/bin/java -> .../jdk
+    return sorted(set(out))
+
+
+@dataclass
+class Program:
+    """A compiled program, ready to run a test: either a code object id or an argv."""
+
+    language: str
+    mode: str  # "python" (code object run in the zygote) or "exec"
+    code_id: str = ""
+    code_blob: bytes = b""
+    argv: list[str] = field(default_factory=list)
+    address_space: bool = True  # False: RLIMIT_AS unusable (the JVM reserves far more than it uses)
+    extra_nproc: int = 0
+    needs_proc: bool = False  # mount a /proc of the program's own PID namespace (the JVM needs one)
+
+
+def python_program(code: str) -> Program:
+    try:
+        obj = compile(code, "main.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:  # ValueError: null bytes in the source
+        raise CompileError(f"{type(e).__name__}: {e}") from None
+    except (RecursionError, MemoryError) as e:
+        raise CompileError(f"program too deeply nested to compile: {type(e).__name__}") from None
+    blob = marshal.dumps(obj)
+    return Program("python", "python", code_id=hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(),
+                   code_blob=blob)
+
+
+def build_key(language: str, code: str) -> str:
+    """Content address of a compiled program (source, flags and compiler version)."""
+    tool = _tool("g++" if language == "cpp" else "javac") or ""
+    h = hashlib.sha256()
+    for part in (language, " ".join(CPP_FLAGS), _version(tool), code):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return f"{language}-{h.hexdigest()[:40]}"
+
+
+_JAVA_PUBLIC = re.compile(r"\bpublic\s+(?:(?:final|abstract|static)\s+)*class\s+([A-Za-z_$][\w$]*)")
+_JAVA_CLASS = re.compile(r"\bclass\s+([A-Za-z_$][\w$]*)")
+
+
+def java_main_class(code: str) -> str:
+    m = _JAVA_PUBLIC.search(code)
+    if m:
+        return m.group(1)
+    pos = code.find("static void main")
+    names = [(mm.start(), mm.group(1)) for mm in _JAVA_CLASS.finditer(code) if pos < 0 or mm.start() < pos]
+    return names[-1][1] if names else "Main"
+
+
+def compile_job(language: str, code: str, key: str) -> tuple[dict, list[bytes]]:
+    """The sandbox job that compiles ``code`` and collects its product into the cache as ``key``."""
+    if language == "cpp":
+        argv = [_tool("g++"), *CPP_FLAGS, "-o", "main", "main.cpp"]
+        files, collect = {"main.cpp": 0}, {"path": "main", "dest": key}
+        env: dict[str, str] = {}
+    else:
+        cls = java_main_class(code)
+        argv = [_tool("javac"), "-J-Xmx768m", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1",
+                "-J-XX:ActiveProcessorCount=1", "-encoding", "UTF-8", "-d", ".", f"{cls}.java"]
+        files, collect = {f"{cls}.java": 0}, {"path": ".", "dest": key}  # the classes land beside it
+        env = {}
+    header = {"op": "run", "mode": "exec", "argv": argv, "proc": language == "java", "files": files, "collect": collect, "env": env,
+              "cpu_s": 60, "wall_s": 120.0, "as_mb": None, "stack_mb": None, "nproc": 256, "fsize_mb": 256,
+              "nofile": 512, "stdout_cap": 1 << 20, "stderr_cap": 1 << 20}
+    return header, [code.encode("utf-8", "surrogatepass")]
+
+
+def compiled_program(language: str, code: str, key: str, memory_limit_mb: int) -> Program:
+    if language == "cpp":
+        return Program("cpp", "exec", argv=["{bin}/" + key])
+    cls = java_main_class(code)
+    java = _tool("java")
+    argv = [java, f"-Xmx{memory_limit_mb}m", "-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-XX:ActiveProcessorCount=1", "-Xshare:auto", "-cp", "{bin}/" + key, cls]
+    return Program("java", "exec", argv=argv, address_space=False, extra_nproc=192,
+                   needs_proc=True)
