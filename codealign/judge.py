@@ -146,3 +146,36 @@ def outcome(problem: Problem, result: RunResult) -> Outcome:
         public_ok=public_ok,
         signature=h.hexdigest()[:16],
     )
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """One dataset reference solution judged on its own problem's tests."""
+
+    problem_id: str
+    source: str
+    solution_index: int
+    result: RunResult | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.result is not None and self.result.verdict == Verdict.AC
+
+
+def judge_references(
+    client: Any, problems: Sequence[Problem], *, max_per_problem: int | None = None, timeout_s: float | None = None
+) -> list[ReferenceCheck]:
+    """Judge each problem's Python reference solutions (up to ``max_per_problem``) on all its tests.
+
+    Reference solutions should all be AC: disagreements point at the judge (checker semantics, limits,
+    stdin handling) or at the data (problems with special checkers, truncated tests).
+    """
+    index: list[tuple[Problem, int]] = []
+    pairs: list[tuple[Problem, str | None]] = []
+    for p in problems:
+        sols = p.solutions.get("python", [])[:max_per_problem]
+        for j, code in enumerate(sols):
+            index.append((p, j))
+            pairs.append((p, code))
+    results = judge_many(client, pairs, timeout_s=timeout_s)
+    return [ReferenceCheck(p.id, p.source, j, r) for (p, j), r in zip(index, results)]
