@@ -150,6 +150,63 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
     return Root(path=base, tmp=r(INNER_TMP))
 
 
+class MemoryCgroup:
+    """A cgroup-v1 memory group per worker: caps the memory of a test's whole process tree (rlimits
+    are per process, so a fork bomb of 64 processes x RLIMIT_AS would otherwise add up), measures
+    its peak and says whether the kernel's OOM killer fired. Optional: None when unavailable."""
+
+    MOUNT = "/sys/fs/cgroup/memory"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, name: str) -> "MemoryCgroup | None":
+        try:
+            with open("/proc/self/cgroup") as f:
+                rel = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
+            parent = os.path.join(cls.MOUNT, rel.lstrip("/"))
+            path = os.path.join(parent, name)
+            os.makedirs(path, exist_ok=True)
+            cg = cls(path)
+            cg._write("memory.swappiness", "0")
+            return cg
+        except (OSError, StopIteration, IndexError):
+            return None
+
+    def _write(self, name: str, value: str) -> None:
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(value)
+
+    def _read(self, name: str) -> str:
+        with open(os.path.join(self.path, name)) as f:
+            return f.read()
+
+    def prepare(self, limit_mb: int) -> None:
+        """Before a test (nothing runs in the group): set its limit, reset the counters."""
+        self._write("memory.limit_in_bytes", str(limit_mb * 1024 * 1024))
+        for name in ("memory.max_usage_in_bytes", "memory.failcnt"):
+            self._write(name, "0")
+
+    def join(self) -> None:
+        self._write("cgroup.procs", str(os.getpid()))
+
+    def peak_mb(self) -> float:
+        return int(self._read("memory.max_usage_in_bytes")) / (1024 * 1024)
+
+    def oom_kills(self) -> int:
+        for line in self._read("memory.oom_control").splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
 def mount_own_proc(root: str) -> None:
     """Give the calling process (PID 1 of its own PID namespace) a private mount namespace with a
     /proc of *its* PID namespace only: the JVM and its loader need /proc/self; the service's

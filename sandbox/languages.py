@@ -131,7 +131,7 @@ def compile_job(language: str, code: str, key: str) -> tuple[dict, list[bytes]]:
         files, collect = {f"{cls}.java": 0}, {"path": ".", "dest": key}  # the classes land beside it
         env = {}
     header = {"op": "run", "mode": "exec", "argv": argv, "proc": language == "java", "files": files, "collect": collect, "env": env,
-              "cpu_s": 60, "wall_s": 120.0, "as_mb": None, "stack_mb": None, "nproc": 256, "fsize_mb": 256,
+              "cpu_s": 60, "wall_s": 120.0, "as_mb": None, "cgroup_mb": 2048, "stack_mb": None, "nproc": 256, "fsize_mb": 256,
               "nofile": 512, "stdout_cap": 1 << 20, "stderr_cap": 1 << 20}
     return header, [code.encode("utf-8", "surrogatepass")]
 

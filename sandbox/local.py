@@ -443,6 +443,9 @@ class LocalExecutor:
             "stderr_cap": max(STDERR_CAP, req.max_output_chars),
             "fn_name": req.fn_name,
             "proc": prog.needs_proc,
+            # The whole process tree's memory (cgroup); the JVM's heap (-Xmx) is the limit, plus
+            # room for its own metaspace and code; others get a margin for the zygote's pages.
+            "cgroup_mb": req.memory_limit_mb + (384 if prog.language == "java" else 64),
         }
         blobs: list[bytes] = []
         if req.fn_name is not None:
@@ -466,7 +469,7 @@ class LocalExecutor:
         child = h.get("child") or {}
         code, sig, cpu = h["exit_code"], h["signal"], h["cpu_s"]
         tr = TestResult(verdict=Verdict.AC, time_s=round(h["wall_s"], 6), cpu_s=round(cpu, 6),
-                        memory_mb=round(h["maxrss_kb"] / 1024, 3), exit_code=code, signal=sig,
+                        memory_mb=round(max(h.get("cgroup_peak_mb") or 0.0, h["maxrss_kb"] / 1024), 3), exit_code=code, signal=sig,
                         stdout=stdout[:n], stderr=stderr[:n], stdout_truncated=h["ole"] or len(stdout) > n,
                         stderr_truncated=h["stderr_truncated"] or len(stderr) > n)
         failed = code != 0 or sig is not None
@@ -478,7 +481,7 @@ class LocalExecutor:
             v, msg = Verdict.TLE, f"wall-clock backstop ({tl * WALL_FACTOR + WALL_EXTRA_S:g} s) reached"
         elif cpu > tl or sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= math.ceil(tl) + 0.9):
             v, msg = Verdict.TLE, f"CPU time {cpu:.2f} s > {tl:g} s"
-        elif failed and (child.get("exc") == "MemoryError" or "std::bad_alloc" in stderr
+        elif failed and (h.get("cgroup_oom") or child.get("exc") == "MemoryError" or "std::bad_alloc" in stderr
                          or "java.lang.OutOfMemoryError" in stderr
                          or (prog.mode == "python" and stderr.rstrip().endswith("MemoryError"))):
             v, msg = Verdict.MLE, f"memory limit ({req.memory_limit_mb} MiB) exceeded"

@@ -72,6 +72,7 @@ class Worker:
         self.isolated = False
         self.reason = ""
         self.uid: int | None = None
+        self.cgroup: isolation.MemoryCgroup | None = None
         base = f"/tmp/codealign-sandbox-root-{os.getpid()}"
         if isolate != "off" and os.geteuid() == 0:
             try:
@@ -79,6 +80,7 @@ class Worker:
                 self.root = isolation.build_root(base, self.bin_cache, tmp_mb)
                 self.isolated = True
                 self.uid = UID_BASE + os.getpid()
+                self.cgroup = isolation.MemoryCgroup.create(f"codealign-sandbox-{os.getpid()}")
             except OSError as e:
                 self.reason = f"namespaces unavailable ({e})"
         elif isolate == "off":
@@ -105,7 +107,7 @@ class Worker:
 
     def serve(self) -> None:
         hello = {"ready": True, "isolation": "full" if self.isolated else "degraded", "reason": self.reason,
-                 "uid": self.uid, "pid": os.getpid()}
+                 "uid": self.uid, "pid": os.getpid(), "memory_cgroup": self.cgroup is not None}
         protocol.write_fd(self.wfd, protocol.encode(hello))
         while True:
             try:
@@ -120,6 +122,8 @@ class Worker:
             protocol.write_fd(self.wfd, reply)
         if self.root is None:
             shutil.rmtree(self.host_tmp, ignore_errors=True)
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
     def handle(self, job: dict, blobs: list[bytes]) -> bytes:
         if job.get("op") == "ping":
@@ -153,6 +157,12 @@ class Worker:
             if "blob_stdin" in job:
                 f.write(blobs[job["blob_stdin"]])
         args = blobs[job["blob_args"]] if "blob_args" in job else None
+        if self.cgroup is not None:
+            try:
+                self.cgroup.prepare(job["cgroup_mb"])
+            except OSError as e:  # e.g. a straggler still charged to the group: run without it
+                self.cgroup = None
+                print(f"sandbox worker: memory cgroup disabled ({e})", file=sys.stderr)
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # supervisor
@@ -187,8 +197,10 @@ class Worker:
         dest = os.path.join(self.bin_cache, dest_name)
         staging = f"{dest}.tmp-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
+        if os.path.islink(src):
+            return
         if os.path.isdir(src):
-            shutil.copytree(src, staging)
+            shutil.copytree(src, staging, symlinks=True)
         else:
             shutil.copyfile(src, staging)
         if os.path.isdir(staging):
@@ -224,6 +236,7 @@ def _supervise(wk: Worker, job: dict, code, args: bytes | None, stdin_path: str,
         if wk.isolated:
             isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
             isolation.unshare(isolation.CLONE_NEWPID)
+
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
@@ -303,6 +316,9 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
     wall = time.monotonic() - t0
     if not wk.isolated:
         _kill(wk, pid)  # whatever of its process group is left
+    cg_peak = cg_oom = None
+    if wk.cgroup is not None:
+        cg_peak, cg_oom = wk.cgroup.peak_mb(), wk.cgroup.oom_kills() > 0
     child = None
     if bufs[res_r]:
         try:
@@ -316,6 +332,8 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
         "wall_s": wall,
         "cpu_s": ru.ru_utime + ru.ru_stime,
         "maxrss_kb": ru.ru_maxrss,
+        "cgroup_peak_mb": cg_peak,
+        "cgroup_oom": cg_oom,
         "wall_timeout": wall_timeout,
         "ole": ole,
         "stderr_truncated": truncated[err_r],
@@ -337,6 +355,8 @@ def _program(wk: Worker, job: dict, code, args: bytes | None, stdin_fd: int, out
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         work = wk.work_inside()
+        if wk.cgroup is not None:
+            wk.cgroup.join()  # the program and everything it starts inherit the group
         if wk.isolated:
             if job.get("proc"):
                 isolation.mount_own_proc(wk.root.path)
@@ -412,8 +432,8 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
             report = {"exc": "SystemExit"}
     except BaseException as e:
         report = {"exc": type(e).__name__}
-        try:
-            traceback.print_exc()
+        try:  # the user's frames only, as `python3 main.py` would print them
+            traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
         except BaseException:
             pass
         exit_code = 1
