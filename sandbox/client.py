@@ -114,6 +114,8 @@ class AsyncSandboxClient:
         self._round_robin = itertools.count()
         self._down_until: dict[str, float] = {}
         self._slots: asyncio.Semaphore | None = None  # made in the running loop on first use
+        self._register_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._registered_at: dict[tuple[str, str], float] = {}  # (url, test set id) -> when registered
 
     # -- interface -----------------------------------------------------------------------------
 
@@ -248,6 +250,7 @@ class AsyncSandboxClient:
         last_error = ""
         while True:
             target = url or self._pick()
+            sent_at = time.monotonic()
             try:
                 resp = await self._http.post(target + path, json=body)
             except httpx.TransportError as e:  # refused, reset, timed out: the server may be gone
@@ -260,7 +263,7 @@ class AsyncSandboxClient:
                 detail = _detail(resp)
                 if status == 404 and testset is not None and _unknown_testset(resp, testset[0]) and registrations < 3:
                     registrations += 1  # the server does not know the set (restart, other replica): send it
-                    await self._post("/v1/testsets", {"tests": [t.model_dump(mode="json") for t in testset[1]]}, url=target)
+                    await self._register_once(target, testset, sent_at)
                     url = target  # resend where it was registered
                     continue
                 if status in (502, 503, 504):
@@ -278,6 +281,17 @@ class AsyncSandboxClient:
                 url = None  # a resend after registering may go elsewhere once it failed there
             delay = min(s.max_backoff_s, s.backoff_s * 2 ** (failures - 1))
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+
+    async def _register_once(self, url: str, testset: tuple[str, Sequence[TestCase]], since: float) -> None:
+        """Register a test set on ``url`` unless a concurrent batch did so after ``since``."""
+        key = (url, testset[0])
+        lock = self._register_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if self._registered_at.get(key, float("-inf")) > since:
+                return  # another batch registered it while this one was in flight
+            await self._post("/v1/testsets", {"tests": [t.model_dump(mode="json") for t in testset[1]]}, url=url)
+            self._registered_at[key] = time.monotonic()
 
 
 def _detail(resp: "httpx.Response") -> Any:

@@ -90,9 +90,12 @@ class Admission:
         self._metrics.set("sandbox_running", self.running)
 
     def admit(self, n: int) -> None:
-        """Reserve queue places for ``n`` programs, or raise Overloaded when none is left."""
-        free_now = self.slots - self.running - self.waiting
-        if n > free_now and self.waiting >= self.max_queue:
+        """Reserve places for ``n`` programs, or raise Overloaded: no worker free and the queue full.
+
+        A batch is admitted whole when a worker is free or the queue has room, even if it overfills
+        the queue: it was accepted as a unit (its size is capped by MAX_BATCH_PROGRAMS).
+        """
+        if self.running + self.waiting >= self.slots and self.waiting >= self.max_queue:
             raise Overloaded(f"{self.running} programs running and {self.waiting} waiting (queue limit {self.max_queue})")
         self.waiting += n
         self._publish()
@@ -106,7 +109,7 @@ class Admission:
     async def slot(self, timeout_s: float | None):
         """Wait (at most ``timeout_s``; None: as long as it takes) for a worker for one admitted program."""
         try:
-            if timeout_s is None:
+            if timeout_s is None or not self._sem.locked():  # a free worker is taken without waiting
                 await self._sem.acquire()
             else:
                 await asyncio.wait_for(self._sem.acquire(), timeout_s)

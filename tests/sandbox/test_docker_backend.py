@@ -1,0 +1,59 @@
+"""sandbox.docker_backend against a real Docker engine and the service image (see conftest.py for skips).
+
+The HTTP contract itself runs against the container in test_service_contract.py ([docker] cases);
+these pin down the backend's own job: start, publish, wait for health, confine, stop and remove.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from sandbox.client import make_client
+from sandbox.docker_backend import DockerSandbox, security_options
+from sandbox.spec import RunRequest, TestCase
+
+
+def test_security_options_are_the_documented_flags():
+    assert security_options(True) == {"privileged": True}
+    narrow = security_options(False)
+    assert narrow["cap_add"] == ["SYS_ADMIN"]
+    assert set(narrow["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
+
+
+def test_docker_sandbox_starts_serves_and_is_removed(docker_image):
+    import docker
+
+    sandbox = DockerSandbox(docker_image, workers=1, cpus=1.0, memory_mb=1024)
+    with sandbox as url:
+        container_id = sandbox.container.id
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "/healthz", timeout=10).json()["workers"] == 1
+        with make_client(url) as client:
+            result = client.run(RunRequest(code="print(input()[::-1])", tests=[TestCase(input="abc", output="cba")]))
+        assert result.verdict.value == "AC"
+    with pytest.raises(docker.errors.NotFound):
+        docker.from_env().containers.get(container_id)
+
+
+def test_programs_in_the_container_have_no_network(docker_url):
+    """The container's own network is reachable from the service, never from the programs it judges."""
+    code = (
+        "import socket\n"
+        "s = socket.socket()\n"
+        "s.settimeout(2)\n"
+        "try:\n"
+        "    s.connect(('127.0.0.1', 8080))\n"
+        "    print('connected')\n"
+        "except OSError as e:\n"
+        "    print('blocked')\n"
+    )
+    body = httpx.post(docker_url + "/v1/run", json={"code": code, "tests": [{"input": "", "output": "blocked"}]}, timeout=60)
+    assert body.json()["verdict"] == "AC", body.text
+
+
+def test_a_missing_image_fails_with_a_clear_error(docker_image):
+    import docker
+
+    with pytest.raises(docker.errors.ImageNotFound):
+        DockerSandbox("codealign-no-such-image:nope").start()
