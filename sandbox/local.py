@@ -292,6 +292,8 @@ class LocalExecutor:
     def _coerce(req: RunRequest | dict) -> RunRequest:
         if isinstance(req, RunRequest):
             return req
+        if isinstance(req, dict) and "language" in req:
+            languages.require(req["language"])  # an unknown language is LanguageUnavailable, not a typo
         try:
             return RunRequest.model_validate(req)
         except ValidationError as e:

@@ -240,14 +240,17 @@ def _supervise(wk: Worker, job: dict, code, args: bytes | None, stdin_path: str,
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
+        st_r, st_w = os.pipe()
         stdin_fd = os.open(stdin_path, os.O_RDONLY)
         t0 = time.monotonic()
         pid = os.fork()
         if pid == 0:
+            if wk.isolated:  # PID 1 of the new namespace: a tiny init that runs the program as PID 2
+                _init(wk, job, code, args, stdin_fd, out_w, err_w, res_w, st_w)
             _program(wk, job, code, args, stdin_fd, out_w, err_w, res_w)  # never returns
-        for fd in (out_w, err_w, res_w, stdin_fd):
+        for fd in (out_w, err_w, res_w, stdin_fd, st_w):
             os.close(fd)
-        report = _drain_and_wait(wk, job, pid, t0, out_r, err_r, res_r)
+        report = _drain_and_wait(wk, job, pid, t0, out_r, err_r, res_r, st_r)
         protocol.write_fd(result_fd, report)
         os._exit(0)
     except BaseException:
@@ -255,6 +258,28 @@ def _supervise(wk: Worker, job: dict, code, args: bytes | None, stdin_path: str,
             protocol.write_fd(result_fd, protocol.encode({"status": "error", "error": traceback.format_exc()}))
         finally:
             os._exit(0)
+
+
+def _init(wk: Worker, job: dict, code, args, stdin_fd: int, out_w: int, err_w: int, res_w: int,
+          st_w: int) -> None:
+    """PID 1 of the test's namespace. The program runs as PID 2, so it has ordinary signal
+    semantics (init ignores signals it sends itself); when it ends, this init reports its exit
+    status and exits, and the kernel kills whatever else is left in the namespace."""
+    try:
+        isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+        pid = os.fork()
+        if pid == 0:
+            os.close(st_w)
+            _program(wk, job, code, args, stdin_fd, out_w, err_w, res_w)
+        os.dup2(st_w, 0)
+        os.closerange(1, 1 << 20)
+        while True:
+            wpid, status = os.waitpid(-1, 0)  # reap orphans too; stop when the program ends
+            if wpid == pid:
+                break
+        os.write(0, json.dumps([status]).encode())
+    finally:
+        os._exit(0)
 
 
 def _kill(wk: Worker, pid: int) -> None:
@@ -267,7 +292,8 @@ def _kill(wk: Worker, pid: int) -> None:
         pass
 
 
-def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int) -> bytes:
+def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int,
+                    st_r: int) -> bytes:
     out_cap, err_cap, res_cap = job["stdout_cap"], job["stderr_cap"], job["stdout_cap"]
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
     caps = {out_r: out_cap, err_r: err_cap, res_r: res_cap}
@@ -312,8 +338,15 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
                 buf += chunk
     if not exited:
         _kill(wk, pid)
-    _, status, ru = os.wait4(pid, 0)
+    _, status, ru = os.wait4(pid, 0)  # rusage includes the program, which its init waited for
     wall = time.monotonic() - t0
+    os.set_blocking(st_r, False)
+    try:
+        reported = os.read(st_r, 256)
+    except BlockingIOError:
+        reported = b""
+    if reported:  # the init's report of the program's own status
+        status = json.loads(reported)[0]
     if not wk.isolated:
         _kill(wk, pid)  # whatever of its process group is left
     cg_peak = cg_oom = None
