@@ -33,6 +33,7 @@ class DockerSandboxSettings(BaseModel):
     privileged: bool = Field(default=False, description="--privileged instead of the narrower flags.")
     startup_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for /healthz.")
     name: str | None = Field(default=None, description="Container name; None lets Docker pick.")
+    pull: bool = Field(default=False, description="Pull the image when it is not on the engine.")
 
 
 def security_options(privileged: bool) -> dict[str, Any]:
@@ -58,6 +59,15 @@ class DockerSandbox:
 
         s = self.settings
         client = docker.from_env()
+        try:
+            client.images.get(s.image)
+        except docker.errors.ImageNotFound:
+            if not s.pull:
+                raise docker.errors.ImageNotFound(
+                    f"image {s.image!r} is not on this Docker engine: build it with `docker build -t {s.image} .` "
+                    "in the codealign repo (or set pull=True to pull it)"
+                ) from None
+            client.images.pull(s.image)
         kwargs: dict[str, Any] = {
             "detach": True,
             "ports": {f"{CONTAINER_PORT}/tcp": (s.host, s.port)},

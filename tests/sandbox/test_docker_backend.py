@@ -55,5 +55,5 @@ def test_programs_in_the_container_have_no_network(docker_url):
 def test_a_missing_image_fails_with_a_clear_error(docker_image):
     import docker
 
-    with pytest.raises(docker.errors.ImageNotFound):
+    with pytest.raises(docker.errors.ImageNotFound, match="docker build -t codealign-no-such-image:nope"):
         DockerSandbox("codealign-no-such-image:nope").start()
