@@ -26,6 +26,20 @@ log = logging.getLogger(__name__)
 _SILENCE_STDOUT = "import os as _ca_os, sys as _ca_sys\n_ca_sys.stdout = open(_ca_os.devnull, 'w')\n"
 
 
+# APPS' own harness runs every program after a fixed block of imports (typing's List among them), and
+# LeetCode-style starter code relies on it. numpy (also in that block) is added only when the program
+# uses ``np.``, because importing it costs ~0.1 s per test.
+APPS_IMPORTS = (
+    "import sys, time, itertools, collections, math, fractions, random, heapq\n"
+    "from itertools import accumulate, product, permutations, combinations\n"
+    "from collections import Counter, OrderedDict, deque, defaultdict, ChainMap\n"
+    "from functools import lru_cache\n"
+    "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
+    "from typing import List, Tuple\n"
+    "from heapq import *\n"
+)
+
+
 def program_from_completion(problem: Problem, completion: str) -> str | None:
     """The program to judge for a completion (``None``: no program in it). See :mod:`codealign.extract`."""
     if problem.test_code is not None and problem.fn_name:
@@ -38,6 +52,8 @@ def build_request(problem: Problem, code: str, *, tests: Sequence[TestCase] | No
     if problem.test_code is not None:
         prefix = "" if "from __future__" in code else _SILENCE_STDOUT
         code = f"{prefix}{code}\n\n{problem.test_code}"
+    elif problem.checker == "apps" and "from __future__" not in code:
+        code = APPS_IMPORTS + ("import numpy as np\n" if "np." in code else "") + code
     return RunRequest(
         language="python",
         code=code,
@@ -88,21 +104,36 @@ def judge_many(
             reqs.append(build_request(problem, code, stop_on_first_failure=stop_on_first_failure))
         groups[key].append(i)
     lock = threading.Lock()
+    closed = False  # set at the deadline: late results are dropped, the returned list no longer changes
 
     def deliver(j: int, result: RunResult) -> None:
         with lock:
+            if closed:
+                return
             for i in groups[keys[j]]:
                 results[i] = result
         if on_result:
             for i in groups[keys[j]]:
                 on_result(i, result)
 
-    if reqs:
+    def work() -> None:
         try:
             client.run_many(reqs, timeout_s=timeout_s, on_result=deliver)
         except Exception as e:  # noqa: BLE001 - a judging failure must not kill the caller's loop
-            missing = sum(r is None for r in results)
-            log.warning("judging stopped early (%s: %s); %d of %d results missing", type(e).__name__, e, missing, len(pairs))
+            log.warning("judging stopped early (%s: %s)", type(e).__name__, e)
+
+    if reqs:
+        # The overall deadline is enforced here, whatever the client's own timeout semantics are.
+        thread = threading.Thread(target=work, name="codealign-judge", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        with lock:
+            closed = True
+            snapshot = list(results)
+        missing = sum(r is None for r in snapshot)
+        if missing:
+            log.warning("%d of %d samples have no verdict (timeout %s s or judge failure)", missing, len(pairs), timeout_s)
+        return snapshot
     return results
 
 
