@@ -250,6 +250,10 @@ class LocalExecutor:
                 "isolation": self._isolation or "starting",
             }
 
+    def worker_info(self) -> list[dict[str, Any]]:
+        """What each started worker reported: pid, sandbox uid, isolation, memory_cgroup."""
+        return [dict(s.hello) for s in self._slots if s.hello]
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -483,7 +487,9 @@ class LocalExecutor:
             v, msg = Verdict.TLE, f"wall-clock backstop ({tl * WALL_FACTOR + WALL_EXTRA_S:g} s) reached"
         elif cpu > tl or sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= math.ceil(tl) + 0.9):
             v, msg = Verdict.TLE, f"CPU time {cpu:.2f} s > {tl:g} s"
-        elif failed and (h.get("cgroup_oom") or child.get("exc") == "MemoryError" or "std::bad_alloc" in stderr
+        elif h.get("cgroup_oom"):  # some process of the tree was OOM-killed, even if main survived
+            v, msg = Verdict.MLE, f"memory limit ({req.memory_limit_mb} MiB) exceeded by the process tree"
+        elif failed and (child.get("exc") == "MemoryError" or "std::bad_alloc" in stderr
                          or "java.lang.OutOfMemoryError" in stderr
                          or (prog.mode == "python" and stderr.rstrip().endswith("MemoryError"))):
             v, msg = Verdict.MLE, f"memory limit ({req.memory_limit_mb} MiB) exceeded"
