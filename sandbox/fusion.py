@@ -30,6 +30,9 @@ SUPPORTED_LANGUAGES = ("python", "cpp", "java")
 COMPILED_LANGUAGES = ("cpp", "java")
 DEFAULT_MEMORY_LIMIT_MB = 1024
 """Memory limit used when the request says ``memory_limit_MB: -1`` (SandboxFusion's "no limit")."""
+FUSION_OUTPUT_CHARS = 1 << 20
+"""stdout/stderr characters returned, as SandboxFusion keeps 1 MiB of each (more stdout than the
+engine's output limit is still OLE: a Failed run)."""
 
 
 class RunCodeRequest(BaseModel):
@@ -86,6 +89,7 @@ class RunCodeRequest(BaseModel):
             time_limit_s=self.run_timeout,
             memory_limit_mb=memory,
             checker="exact",
+            max_output_chars=FUSION_OUTPUT_CHARS,
         )
 
 

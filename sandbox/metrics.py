@@ -101,5 +101,7 @@ _DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "sandbox_running": ("gauge", "Programs being judged right now."),
     "sandbox_workers": ("gauge", "Programs that may be judged at once (one per worker)."),
     "sandbox_testsets": ("gauge", "Test sets registered for the batch path."),
+    "sandbox_engine_queue_depth": ("gauge", "Test jobs queued inside the engine for its workers."),
+    "sandbox_engine_busy_workers": ("gauge", "Engine workers running a test right now."),
     "sandbox_run_latency_seconds": ("histogram", "Wall-clock seconds to judge one program (all its tests)."),
 }

@@ -204,6 +204,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state["executor"] = await asyncio.to_thread(executor_factory, workers)
+        # Warm every worker (and learn the isolation mode) before /healthz says ready.
+        warm_up = RunRequest(code="pass", tests=[TestCase(input="", output="")] * workers, time_limit_s=10)
+        await asyncio.to_thread(state["executor"].run, warm_up)
         state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-judge")
         state["admission"] = Admission(workers, settings.resolved_max_queue(), metrics)
         state["testsets"] = TestSetStore(settings.max_testsets, settings.max_testset_bytes, metrics)
@@ -290,7 +293,8 @@ def create_app(
         """200 once the workers are up and the service accepts work."""
         if not state["ready"]:
             return _error(503, "starting")
-        return {"status": "ok", "workers": workers}
+        stats = engine_stats()
+        return {"status": "ok", "workers": workers, "isolation": stats.get("isolation", "unknown")}
 
     @app.post("/v1/run", response_model=RunResult)
     async def run(req: RunRequest):
@@ -361,9 +365,16 @@ def create_app(
             return outcome
         return to_fusion_response(body, outcome)
 
+    def engine_stats() -> dict[str, Any]:
+        stats = getattr(state.get("executor"), "stats", None)
+        return stats() if callable(stats) else {}
+
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         """Prometheus text format 0.0.4."""
+        stats = engine_stats()
+        metrics.set("sandbox_engine_queue_depth", stats.get("queue_depth", 0))
+        metrics.set("sandbox_engine_busy_workers", stats.get("busy_workers", 0))
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.state.metrics = metrics

@@ -200,6 +200,12 @@ def test_run_code_success_returns_stdout(service_url):
     assert isinstance(run["execution_time"], float) and run["stderr"] == ""
 
 
+def test_run_code_returns_large_stdout_whole(service_url):
+    body = run_code(service_url, code="print('x' * 300000)\nprint('end')", language="python").json()
+    assert body["status"] == "Success"
+    assert body["run_result"]["stdout"] == "x" * 300000 + "\nend\n"
+
+
 def test_run_code_runtime_error_is_failed_with_nonzero_return_code(service_url):
     body = run_code(service_url, code="import sys\nprint('x', file=sys.stderr)\nsys.exit(4)", language="python").json()
     assert body["status"] == "Failed"
