@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from codealign.train.sft import SFTConfig  # the warm start's settings live with the warm start
+
 
 class _Strict(BaseModel):
     # a typo in a YAML key or --set path is an error, never silently ignored
@@ -98,16 +100,6 @@ class EvalConfig(_Strict):
     temperature: float | None = Field(None, ge=0, description="None = the sampling temperature (honest pass@1 at T).")
 
 
-class SFTConfig(_Strict):
-    """Warm start by supervised fine-tuning on reference solutions of the *training* problems, before
-    round 0 (so round 0 measures the warm-started policy and every later gain comes from rewards)."""
-
-    enabled: bool = True
-    steps: int = Field(150, ge=0, description="Optimizer steps.")
-    lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(32, gt=0)
-
-
 class PPOConfig(_Strict):
     """PPO as in Xu et al. (2024) / ReaLHF, with the paper's three factors as switches."""
 
@@ -184,7 +176,10 @@ class TrainConfig(_Strict):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    sft: SFTConfig = Field(default_factory=SFTConfig)
+    sft: SFTConfig = Field(
+        default_factory=SFTConfig,
+        description="Warm start on reference solutions of the training problems, before round 0 (steps=0: none).",
+    )
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     log: LogConfig = Field(default_factory=LogConfig)

@@ -1,0 +1,406 @@
+"""The round loop of ``codealign train``.
+
+Round 0: build (or load) the policy, warm-start it by SFT if configured, evaluate it on the held-out
+problems, checkpoint. Rounds 1..R: ``steps_per_round`` times (draw problems -> sample -> judge ->
+reward -> update), then evaluate held-out pass@1 / pass@k and checkpoint.
+
+Files in ``out``:
+
+* ``metrics.jsonl``: one JSON object per line. Per-step rows ``{"type": "step", "step", "train_round",
+  reward_mean, kl, losses, clip_frac, entropy, tokens/s, ...}``; one row per round
+  ``{"type": "round", "round": int, "eval_pass@1": float in [0, 1], "eval_pass@k"..., ...}``
+  (only round rows carry the key ``"round"``);
+* ``config.json`` (the resolved config), ``curves.png`` (reward and pass@1 per round), ``tb/``
+  (TensorBoard, when installed), ``checkpoints/round_NNNN/`` (the newest complete rounds),
+  ``policy/`` (the final policy, loadable with ``from_pretrained`` / ``codealign eval --model``).
+
+Resume (``--resume``): the newest complete checkpoint is loaded, ``metrics.jsonl`` is cut back to
+the byte length it had when that checkpoint was written (rows of a half-done round go), and the next
+round is rerun from its start. Problem draws and sampling seeds depend only on (seed, step), so the
+rerun sees the same data as the interrupted attempt: no round or step is lost, skipped or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from codealign.train.config import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+
+class MetricsLog:
+    """Appends JSON rows to ``metrics.jsonl`` (flushed per row) and mirrors numbers to TensorBoard."""
+
+    def __init__(self, out: Path, truncate_to: int | None, enabled: bool, tensorboard: bool):
+        self.path = out / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        if truncate_to is not None and self.path.exists():
+            with open(self.path, "r+b") as f:
+                f.truncate(truncate_to)
+        self.f = open(self.path, "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"))
+            except Exception:  # tensorboard not installed: the JSONL file is the record
+                self.tb = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        if self.tb is not None:
+            x = row.get("round") if row.get("type") == "round" else row.get("step")
+            prefix = "round" if row.get("type") == "round" else "step"
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("round", "step"):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, x)
+
+    def tell(self) -> int:
+        return self.f.tell() if self.enabled else 0
+
+    def close(self) -> None:
+        if self.enabled:
+            self.f.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest *complete* checkpoint (a directory is complete once renamed into place)."""
+    root = out / CHECKPOINTS
+    done = sorted(p for p in root.glob("round_*") if (p / "state.json").exists()) if root.exists() else []
+    return done[-1] if done else None
+
+
+def plot_curves(out: Path) -> Path | None:
+    """``curves.png``: mean training reward and held-out pass@1 per round."""
+    rows = [r for r in read_metrics(out) if r.get("type") == "round"]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    rounds = [r["round"] for r in rows]
+    ax1.plot(rounds, [r["eval_pass@1"] for r in rows], "o-", color="tab:blue", label="held-out pass@1")
+    ax1.set_xlabel("round")
+    ax1.set_ylabel("held-out pass@1", color="tab:blue")
+    ax1.set_ylim(0, 1)
+    with_reward = [r for r in rows if r.get("reward_mean") is not None]
+    if with_reward:
+        ax2 = ax1.twinx()
+        ax2.plot([r["round"] for r in with_reward], [r["reward_mean"] for r in with_reward], "s--", color="tab:orange")
+        ax2.set_ylabel("mean training reward", color="tab:orange")
+    ax1.set_title(f"codealign train ({rows[-1].get('algo', '')})")
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- set-up ------------------------------------------------------------------------------------------
+
+
+def load_tasks(cfg: TrainConfig):
+    """(train problems, held-out problems); disjoint by construction for 'synthetic'."""
+    t = cfg.tasks
+    if t.dataset == "synthetic":
+        from codealign.synthetic_tasks import make_tasks
+
+        train, heldout = make_tasks(seed=t.seed)
+    else:
+        from codealign.loaders import load_problems
+
+        train = load_problems(t.dataset, split=t.train_split)
+        heldout = load_problems(t.dataset, split=t.eval_split)
+        overlap = {p.id for p in train} & {p.id for p in heldout}
+        if overlap:
+            raise ValueError(f"{len(overlap)} problems are in both the training and the held-out split, e.g. {sorted(overlap)[:3]}")
+    if t.max_train_problems:
+        train = train[: t.max_train_problems]
+    if t.max_eval_problems:
+        heldout = heldout[: t.max_eval_problems]
+    if not train or not heldout:
+        raise ValueError(f"need training and held-out problems; got {len(train)} and {len(heldout)}")
+    return train, heldout
+
+
+def initial_policy(cfg: TrainConfig, train_problems, log=print):
+    """(policy, tokenizer) before round 0: the tiny preset or a pretrained model, warm-started by SFT
+    on the training problems' reference solutions when ``sft.steps > 0``."""
+    from codealign.prompts import build_prompt
+    from codealign.train.models import load_pretrained
+    from codealign.train.sft import format_response, sft
+
+    if cfg.model.name_or_path == "tiny":
+        from codealign.train import sft as sft_module
+
+        if hasattr(sft_module, "warm_start_tiny"):
+            return sft_module.warm_start_tiny(train_problems, build_prompt, seed=cfg.seed, sft=cfg.sft)
+        from codealign.train.tiny import load_tiny
+
+        prompts = [build_prompt(p) for p in train_problems]
+        responses = [format_response(p.solutions["python"][0]) for p in train_problems]
+        model, tokenizer = load_tiny(prompts + responses, seed=cfg.seed)
+        log(f"warm start: SFT for {cfg.sft.steps} steps on {len(prompts)} reference solutions")
+        return sft(model, tokenizer, prompts, responses, cfg.sft), tokenizer
+    model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model.dtype)
+    if cfg.sft.steps > 0:
+        with_solution = [p for p in train_problems if p.solutions.get("python")]
+        prompts = [build_prompt(p, tokenizer) for p in with_solution]
+        responses = [format_response(p.solutions["python"][0]) for p in with_solution]
+        log(f"warm start: SFT for {cfg.sft.steps} steps on {len(prompts)} reference solutions")
+        model = sft(model, tokenizer, prompts, responses, cfg.sft)
+    return model, tokenizer
+
+
+def draw_problems(problems: list, k: int, step: int, seed: int, rank: int, world: int) -> list:
+    """The problems of one step: ``k`` per process, a function of (seed, step) only (resume-safe)."""
+    rng = random.Random(f"draw-{seed}-{step}")
+    picked = rng.sample(problems, min(len(problems), k * world))
+    return picked[rank::world]
+
+
+def evaluate(policy, eval_problems, collector, cfg: TrainConfig, acc, round_index: int) -> dict[str, float]:
+    """Held-out pass@k: ``eval.n`` samples per problem at the evaluation temperature, unbiased
+    estimator (``codealign.metrics``). The same sampling seed every round (common random numbers)."""
+    from accelerate.utils import gather_object
+
+    from codealign.metrics import mean_pass_at_k
+    from codealign.samplers.base import SamplingParams
+
+    ev = cfg.eval
+    params = SamplingParams(
+        max_new_tokens=cfg.sampling.max_new_tokens,
+        temperature=cfg.sampling.temperature if ev.temperature is None else ev.temperature,
+        top_p=cfg.sampling.top_p,
+        seed=cfg.seed * 7919 + 17 + acc.process_index,
+    )
+    shard = eval_problems[acc.process_index :: acc.num_processes]
+    counts: list[tuple[int, int]] = []
+    t0 = time.perf_counter()
+    if shard:
+        rollouts = collector(shard, policy, n=ev.n, params=params)
+        by_problem: dict[str, list] = {}
+        for r in rollouts:
+            by_problem.setdefault(r.problem_id, []).append(r)
+        counts = [(len(v), sum(r.passed for r in v)) for v in by_problem.values()]
+    counts = gather_object(counts) if acc.num_processes > 1 else counts
+    pk = mean_pass_at_k(counts, ev.ks)
+    row = {f"eval_pass@{k}": float(v) for k, v in sorted(pk.items())}
+    row.update({"eval_problems": len(counts), "eval_samples": sum(n for n, _ in counts), "eval_s": time.perf_counter() - t0})
+    return row
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+
+def prepare_out_dir(cfg: TrainConfig, resume: bool) -> TrainConfig:
+    """Create ``out``; on resume, continue with the config saved there (only ``rounds`` may grow)."""
+    out = Path(cfg.out)
+    saved = out / "config.json"
+    if resume:
+        if not saved.exists():
+            raise FileNotFoundError(f"--resume: {out} holds no run (no config.json); start one without --resume")
+        old = TrainConfig.model_validate_json(saved.read_text())
+        return old.model_copy(update={"rounds": cfg.rounds, "out": cfg.out})
+    if (out / "metrics.jsonl").exists() or latest_checkpoint(out) is not None:
+        raise FileExistsError(f"{out} already holds a run; continue it with --resume or pick another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or continue) training; returns the last round row."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from codealign.samplers.base import SamplingParams
+    from codealign.train.models import ValueModel, make_reference, prepare_policy, resolve_device
+    from codealign.train.rollouts import Collector, Judge, PolicySampler
+
+    device = resolve_device(cfg.device)
+    acc = Accelerator(cpu=device.type == "cpu")
+    main = acc.is_main_process
+    say = print if main else (lambda *a, **k: None)
+    if main:
+        cfg = prepare_out_dir(cfg, resume)
+    acc.wait_for_everyone()
+    if not main and resume:
+        cfg = prepare_out_dir(cfg, True)
+    out = Path(cfg.out)
+    if main:
+        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    t_start = time.perf_counter()
+    train_problems, eval_problems = load_tasks(cfg)
+    ckpt = latest_checkpoint(out) if resume else None
+    state = json.loads((ckpt / "state.json").read_text()) if ckpt else None
+    torch.manual_seed(cfg.seed)
+
+    # -- models ------------------------------------------------------------------------------------
+    start_dir = out / "start_policy"  # the policy of round 0 (after SFT); every resume rebuilds from it
+    if ckpt is not None:
+        from codealign.train.models import load_pretrained
+
+        policy, tokenizer = load_pretrained(str(start_dir), cfg.model.dtype)
+        say(f"resuming {out} after round {state['round']} (step {state['step']})")
+    else:
+        policy, tokenizer = initial_policy(cfg, train_problems, log=say)
+        if main:
+            policy.save_pretrained(start_dir)
+            tokenizer.save_pretrained(start_dir)
+    policy.to(acc.device)
+    critic = ValueModel(policy) if cfg.algo == "ppo" else None
+    policy = prepare_policy(policy, cfg.model)
+    ref = make_reference(policy)
+    if ckpt is not None:
+        policy.load_state_dict(torch.load(ckpt / "policy.pt", map_location="cpu"))
+        ref.load_state_dict(torch.load(ckpt / "ref.pt", map_location="cpu"))
+        if critic is not None:
+            critic.load_state_dict(torch.load(ckpt / "critic.pt", map_location="cpu"))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if cfg.algo == "ppo":
+        from codealign.train.ppo import PPO
+
+        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc)
+        prompts_per_step = cfg.ppo.prompts_per_step
+    else:
+        from codealign.train.dpo import DPO
+
+        trainer = DPO(policy, ref, cfg.dpo, pad_id, tokenizer, acc, seed=cfg.seed)
+        prompts_per_step = cfg.dpo.prompts_per_step
+    if ckpt is not None:
+        trainer.load_state_dict(torch.load(ckpt / "optim.pt", map_location="cpu"))
+
+    engine = None
+    if cfg.sampling.sampler == "vllm":
+        from codealign.samplers.vllm import VLLMSampler
+
+        engine = VLLMSampler(cfg.model.name_or_path)
+    sampler = PolicySampler(cfg.sampling, tokenizer, engine)
+    judge = Judge(cfg.judge, stop_on_first_failure=not cfg.reward.partial_credit)
+    params = SamplingParams(
+        max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p
+    )
+    collector = Collector(sampler, tokenizer, judge, cfg.reward, params, cfg.sampling.n_per_prompt)
+    log = MetricsLog(out, truncate_to=state["metrics_bytes"] if state else 0, enabled=main, tensorboard=cfg.log.tensorboard)
+
+    def checkpoint(round_index: int, step: int) -> None:
+        acc.wait_for_everyone()
+        if main:
+            final = out / CHECKPOINTS / f"round_{round_index:04d}"
+            tmp = out / CHECKPOINTS / f".tmp_round_{round_index:04d}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            torch.save(acc.unwrap_model(trainer.policy).state_dict(), tmp / "policy.pt")
+            torch.save(trainer.ref.state_dict(), tmp / "ref.pt")
+            if cfg.algo == "ppo":
+                torch.save(acc.unwrap_model(trainer.critic).state_dict(), tmp / "critic.pt")
+            torch.save(trainer.state_dict(), tmp / "optim.pt")
+            # state.json last: its presence marks the directory complete
+            (tmp / "state.json").write_text(json.dumps({"round": round_index, "step": step, "metrics_bytes": log.tell()}))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in sorted((out / CHECKPOINTS).glob("round_*"))[: -cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def eval_row(round_index: int, extra: dict) -> dict:
+        row = {"type": "round", "round": round_index, "algo": cfg.algo}
+        row.update(evaluate(acc.unwrap_model(trainer.policy), eval_problems, collector, cfg, acc, round_index))
+        row.update(extra)
+        row["elapsed_s"] = time.perf_counter() - t_start
+        log.write(row)
+        say(f"round {round_index}: held-out pass@1 {row['eval_pass@1']:.3f}  " + "  ".join(
+            f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)))
+        return row
+
+    # -- round 0: the starting policy, before any update -----------------------------------------------
+    if ckpt is None:
+        step = 0
+        last = eval_row(0, {"reward_mean": None, "train_pass_rate": None})
+        checkpoint(0, step)
+        start_round = 1
+    else:
+        step = state["step"]
+        start_round = state["round"] + 1
+        last = next((r for r in reversed(read_metrics(out)) if r.get("type") == "round"), {})
+
+    # -- rounds 1..R ---------------------------------------------------------------------------------------
+    for round_index in range(start_round, cfg.rounds + 1):
+        t_round = time.perf_counter()
+        step_rows = []
+        bar = tqdm(range(cfg.steps_per_round), desc=f"round {round_index}/{cfg.rounds}", disable=not (main and cfg.log.progress))
+        for _ in bar:
+            step += 1
+            # all randomness of a step is a function of (seed, step): a resumed round replays it exactly
+            torch.manual_seed(cfg.seed * 1_000_003 + step)
+            problems = draw_problems(train_problems, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
+            collector.params = params.model_copy(update={"seed": cfg.seed * 1_000_003 + step * 101 + acc.process_index})
+            if cfg.algo == "ppo":
+                sampler.sync(trainer.unwrapped_policy)
+                stats = trainer.step(problems, lambda ps: collector(ps, trainer.unwrapped_policy))
+            else:
+                sampler.sync(trainer.sampling_model())
+                stats = trainer.step(problems, collector, step)
+            row = {"type": "step", "step": step, "train_round": round_index, "algo": cfg.algo, **stats}
+            step_rows.append(row)
+            log.write(row)
+            bar.set_postfix(reward=f"{stats['reward_mean']:.2f}", pass_rate=f"{stats['pass_rate']:.2f}")
+        if cfg.algo == "dpo":
+            trainer.end_round()
+        mean = lambda k: sum(r.get(k, 0.0) for r in step_rows) / max(len(step_rows), 1)  # noqa: E731
+        last = eval_row(
+            round_index,
+            {
+                "reward_mean": mean("reward_mean"),
+                "train_pass_rate": mean("pass_rate"),
+                "steps": float(len(step_rows)),
+                "round_s": time.perf_counter() - t_round,
+            },
+        )
+        checkpoint(round_index, step)
+
+    if main:
+        final = out / "policy"
+        policy_out = acc.unwrap_model(trainer.policy)
+        if hasattr(policy_out, "merge_and_unload"):
+            import copy
+
+            policy_out = copy.deepcopy(policy_out).merge_and_unload()
+        policy_out.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        if cfg.log.plot:
+            plot_curves(out)
+    log.close()
+    judge.close()
+    acc.wait_for_everyone()
+    return last
