@@ -151,3 +151,26 @@ def test_real_codecontests_problems_with_reference_and_broken_samples(tmp_path):
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["n_problems"] == len(picked) and s["pass_at_k"]["3"] == 1.0
     assert s["pass_at_k"]["1"] == pytest.approx(2 / 3)
+
+
+def test_samples_with_the_hf_sampler_first(tmp_path, dataset, tiny_lm):
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    args = ["--model", str(tmp_path / "model"), "--sampler", "hf", "--n", "3", "--k", "1,3", "--dataset", str(dataset),
+            "--out", str(out), "--max-new-tokens", "8", "--device", "cpu"]
+    proc = codealign(*args)
+    assert proc.returncode == 0, proc.stderr
+    sampled = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["problem_id"] for r in sampled) == ["10"] * 3 + ["11"] * 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_samples"] == 6 and summary["model"] == str(tmp_path / "model")
+    # A random 2-layer model writes no working program.
+    assert summary["pass_at_k"] == {"1": 0.0, "3": 0.0}
+    # Resuming a finished run samples nothing new; different settings are refused.
+    assert codealign(*args, "--resume").returncode == 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    args[args.index("--n") + 1] = "4"
+    proc = codealign(*args, "--resume")
+    assert proc.returncode == 2 and "settings differ" in proc.stderr
