@@ -2,7 +2,8 @@
 #
 #   docker build -t codealign-sandbox .                       # public base image (python:3.11-slim)
 #   docker build --build-arg BASE_IMAGE=my/debian:bookworm .  # any Debian/Ubuntu image with python3 >= 3.10
-#   docker run -d --privileged -p 8080:8080 codealign-sandbox # see docs/sandbox_service.md for narrower flags
+#   docker run -d -p 8080:8080 --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
+#       --security-opt apparmor=unconfined codealign-sandbox     # flags: see docs/sandbox_service.md
 #
 # Only the standalone `sandbox/` package goes in (it never imports codealign), with the three libraries
 # it needs (fastapi, uvicorn, pydantic): `pip install .` would pull torch and the trainer's stack.
@@ -51,4 +52,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"
 # The service runs as root so that it can build each worker's namespaces and drop programs to an
 # unprivileged uid; the programs themselves never run as root.
-ENTRYPOINT ["python", "-m", "sandbox", "serve", "--host", "0.0.0.0", "--port", "8080"]
+# --isolate on: without the namespaces (see the docker run flags above) it refuses to start rather
+# than judge hostile code unconfined. Arguments after the image name are appended (e.g. --workers 4).
+ENTRYPOINT ["python", "-m", "sandbox", "serve", "--host", "0.0.0.0", "--port", "8080", "--isolate", "on"]

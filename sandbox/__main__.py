@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--queue-timeout", type=float, default=10.0, help="Seconds a single request waits for a worker before 504 (default 10)."
     )
+    serve.add_argument(
+        "--isolate", choices=["auto", "on", "off"], default="auto",
+        help="on: refuse to start without full isolation; auto (default): fall back to rlimits with a warning.",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -33,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.server import ServiceSettings, serve
 
     try:
-        settings = ServiceSettings(workers=args.workers, max_queue=args.max_queue, queue_timeout_s=args.queue_timeout)
+        settings = ServiceSettings(
+            workers=args.workers, max_queue=args.max_queue, queue_timeout_s=args.queue_timeout, isolate=args.isolate
+        )
     except ValidationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@
 
 The container needs to create namespaces and mounts for its workers, which Docker's defaults forbid:
 by default it gets CAP_SYS_ADMIN with seccomp and AppArmor unconfined (the narrowest set that works;
-``privileged=True`` is the blunt alternative). The flags and why are in docs/sandbox_service.md.
+``security="privileged"`` is the blunt alternative). The flags and why are in docs/sandbox_service.md.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -30,16 +30,22 @@ class DockerSandboxSettings(BaseModel):
     workers: int = Field(default=0, ge=0, description="Service workers; 0 = one per core the container sees.")
     cpus: float | None = Field(default=None, gt=0, description="CPU quota for the container (docker --cpus).")
     memory_mb: int | None = Field(default=None, gt=0, description="Memory cap for the container, MiB.")
-    privileged: bool = Field(default=False, description="--privileged instead of the narrower flags.")
+    security: Literal["narrow", "privileged", "none"] = Field(
+        default="narrow",
+        description="narrow: CAP_SYS_ADMIN with seccomp and AppArmor unconfined; privileged: --privileged; "
+        "none: Docker's defaults, under which the image refuses to start (it needs namespaces).",
+    )
     startup_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for /healthz.")
     name: str | None = Field(default=None, description="Container name; None lets Docker pick.")
     pull: bool = Field(default=False, description="Pull the image when it is not on the engine.")
 
 
-def security_options(privileged: bool) -> dict[str, Any]:
-    """docker SDK ``containers.run`` keywords that let the service build its namespaces."""
-    if privileged:
+def security_options(security: str) -> dict[str, Any]:
+    """docker SDK ``containers.create`` keywords that let the service build its namespaces."""
+    if security == "privileged":
         return {"privileged": True}
+    if security == "none":
+        return {}
     return {"cap_add": ["SYS_ADMIN"], "security_opt": ["seccomp=unconfined", "apparmor=unconfined"]}
 
 
@@ -69,18 +75,18 @@ class DockerSandbox:
                 ) from None
             client.images.pull(s.image)
         kwargs: dict[str, Any] = {
-            "detach": True,
             "ports": {f"{CONTAINER_PORT}/tcp": (s.host, s.port)},
             "command": ["--workers", str(s.workers)],  # appended to the image's `serve` entrypoint
             "name": s.name,
-            **security_options(s.privileged),
+            **security_options(s.security),
         }
         if s.cpus is not None:
             kwargs["nano_cpus"] = int(s.cpus * 1e9)
         if s.memory_mb is not None:
             kwargs["mem_limit"] = f"{s.memory_mb}m"
-        self.container = client.containers.run(s.image, **kwargs)
+        self.container = client.containers.create(s.image, **kwargs)
         try:
+            self.container.start()
             self.container.reload()
             binding = self.container.attrs["NetworkSettings"]["Ports"][f"{CONTAINER_PORT}/tcp"][0]
             self.url = f"http://{s.host}:{binding['HostPort']}"

@@ -21,7 +21,7 @@ import os
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -50,6 +50,11 @@ class ServiceSettings(BaseModel):
     """How the service runs. Times are seconds."""
 
     workers: int = Field(default=0, ge=0, description="Programs judged at once; 0 means one per core.")
+    isolate: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Engine isolation: 'on' refuses to start without namespaces (the Docker image uses it), "
+        "'auto' falls back to rlimits only with a warning, 'off' never isolates.",
+    )
     max_queue: int | None = Field(
         default=None, ge=0, description="Programs that may wait for a worker; None means 64 per worker."
     )
@@ -199,14 +204,22 @@ def create_app(
         def executor_factory(n: int):
             from sandbox.local import LocalExecutor
 
-            return LocalExecutor(n)
+            return LocalExecutor(n, isolate=settings.isolate)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state["executor"] = await asyncio.to_thread(executor_factory, workers)
         # Warm every worker (and learn the isolation mode) before /healthz says ready.
         warm_up = RunRequest(code="pass", tests=[TestCase(input="", output="")] * workers, time_limit_s=10)
-        await asyncio.to_thread(state["executor"].run, warm_up)
+        try:
+            await asyncio.to_thread(state["executor"].run, warm_up)
+        except Exception as e:
+            await asyncio.to_thread(state["executor"].close)
+            raise RuntimeError(
+                f"the sandbox workers failed to start ({e}). With --isolate on they need root and namespaces: "
+                "in Docker run the image with --cap-add SYS_ADMIN --security-opt seccomp=unconfined "
+                "--security-opt apparmor=unconfined (see docs/sandbox_service.md)"
+            ) from e
         state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-judge")
         state["admission"] = Admission(workers, settings.resolved_max_queue(), metrics)
         state["testsets"] = TestSetStore(settings.max_testsets, settings.max_testset_bytes, metrics)

@@ -15,8 +15,9 @@ from sandbox.spec import RunRequest, TestCase
 
 
 def test_security_options_are_the_documented_flags():
-    assert security_options(True) == {"privileged": True}
-    narrow = security_options(False)
+    assert security_options("privileged") == {"privileged": True}
+    assert security_options("none") == {}
+    narrow = security_options("narrow")
     assert narrow["cap_add"] == ["SYS_ADMIN"]
     assert set(narrow["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
 
@@ -57,3 +58,16 @@ def test_a_missing_image_fails_with_a_clear_error(docker_image):
 
     with pytest.raises(docker.errors.ImageNotFound, match="docker build -t codealign-no-such-image:nope"):
         DockerSandbox("codealign-no-such-image:nope").start()
+
+
+def test_without_the_namespace_flags_the_image_refuses_to_start(docker_image):
+    """Docker's default seccomp profile forbids unshare(2): the service must not judge unconfined."""
+    import docker
+
+    sandbox = DockerSandbox(docker_image, workers=1, security="none", startup_timeout_s=60)
+    with pytest.raises(RuntimeError, match="exited during start-up") as info:
+        sandbox.start()
+    assert "isolation required" in str(info.value) or "--cap-add SYS_ADMIN" in str(info.value)
+    assert sandbox.container is None  # removed
+    leftovers = docker.from_env().containers.list(all=True, filters={"ancestor": docker_image})
+    assert not [c for c in leftovers if c.status != "running"]
