@@ -73,6 +73,7 @@ class Worker:
         self.reason = ""
         self.uid: int | None = None
         self.cgroup: isolation.MemoryCgroup | None = None
+        self.oom_base = 0
         base = f"/tmp/codealign-sandbox-root-{os.getpid()}"
         if isolate != "off" and os.geteuid() == 0:
             try:
@@ -160,6 +161,7 @@ class Worker:
         if self.cgroup is not None:
             try:
                 self.cgroup.prepare(job["cgroup_mb"])
+                self.oom_base = self.cgroup.oom_kills()  # a cumulative counter: compare after the test
             except OSError as e:  # e.g. a straggler still charged to the group: run without it
                 self.cgroup = None
                 print(f"sandbox worker: memory cgroup disabled ({e})", file=sys.stderr)
@@ -351,7 +353,7 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
         _kill(wk, pid)  # whatever of its process group is left
     cg_peak = cg_oom = None
     if wk.cgroup is not None:
-        cg_peak, cg_oom = wk.cgroup.peak_mb(), wk.cgroup.oom_kills() > 0
+        cg_peak, cg_oom = wk.cgroup.peak_mb(), wk.cgroup.oom_kills() > wk.oom_base
     child = None
     if bufs[res_r]:
         try:
