@@ -10,6 +10,7 @@ value and why it differs. ``configs/qwen2.5-coder-*.yaml`` restore the paper's v
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -219,6 +220,8 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-5" as a string
     tree: dict[str, Any] = {keys[-1]: value}
     for key in reversed(keys[:-1]):
         tree = {key: tree}
