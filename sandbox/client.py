@@ -10,8 +10,8 @@ manager; all are thread-safe. :func:`make_client` picks the backend:
   * batches: programs in one ``run_many`` that share their tests go through the test-set path
     (``POST /v1/testsets`` once per server, then ``POST /v1/batch`` with only programs);
   * bounds the HTTP requests it has in flight (``max_concurrency``);
-  * retries with exponential backoff and jitter on connection errors and on 502/503/504
-    (504 is the service's "overloaded, try again" answer);
+  * retries with exponential backoff and jitter on connection errors (``max_retries``) and on
+    502/503/504, the service's "full, try again" answers (for up to ``overload_patience_s``);
   * spreads requests round-robin over the URLs and steers away from one that refused a connection.
 
 A 4xx answer is the caller's mistake and raises :class:`SandboxRequestError` with the server's message;
@@ -65,7 +65,10 @@ class ClientSettings(BaseModel):
         default=32, gt=0, le=1024, description="Programs per POST /v1/batch when several share their tests."
     )
     max_retries: int = Field(
-        default=6, ge=0, description="Retries of one request after a connection error or a 502/503/504."
+        default=6, ge=0, description="Retries of one request after connection errors or server faults (5xx but 502-504)."
+    )
+    overload_patience_s: float = Field(
+        default=600.0, ge=0, description="How long to keep retrying a request the service refuses as full (502/503/504)."
     )
     backoff_s: float = Field(default=0.25, gt=0, description="First retry delay; doubles each retry.")
     max_backoff_s: float = Field(default=8.0, gt=0, description="Cap on one retry delay.")
@@ -245,7 +248,9 @@ class AsyncSandboxClient:
         import httpx
 
         s = self.settings
-        failures = 0
+        failures = 0  # connection errors and server faults: at most max_retries
+        busy = 0  # 502/503/504 answers: a live but full service, retried for overload_patience_s
+        busy_since: float | None = None
         registrations = 0
         last_error = ""
         while True:
@@ -256,6 +261,7 @@ class AsyncSandboxClient:
             except httpx.TransportError as e:  # refused, reset, timed out: the server may be gone
                 self._down_until[target] = time.monotonic() + s.down_cooldown_s
                 last_error = f"{target}: {type(e).__name__}: {e}"
+                failures += 1
             else:
                 status = resp.status_code
                 if status == 200:
@@ -266,22 +272,27 @@ class AsyncSandboxClient:
                     await self._register_once(target, testset, sent_at)
                     url = target  # resend where it was registered
                     continue
+                last_error = f"{target}: HTTP {status}: {detail}"
                 if status in (502, 503, 504):
-                    last_error = f"{target}: HTTP {status}: {detail}"
+                    busy += 1
+                    busy_since = busy_since or sent_at
+                    if time.monotonic() - busy_since > s.overload_patience_s:
+                        raise SandboxUnavailable(
+                            f"sandbox request {path} still refused as overloaded after {s.overload_patience_s:g} s "
+                            f"({busy} answers) over {self.urls}; last error: {last_error}"
+                        )
                 elif 400 <= status < 500:
                     raise SandboxRequestError(status, detail, target)
                 else:  # a server fault: another replica may do better, but do not hammer
-                    last_error = f"{target}: HTTP {status}: {detail}"
-            failures += 1
+                    failures += 1
             if failures > s.max_retries:
                 raise SandboxUnavailable(
-                    f"sandbox request {path} failed after {failures} attempts over {self.urls}; last error: {last_error}"
+                    f"sandbox request {path} failed after {failures + busy} attempts over {self.urls}; last error: {last_error}"
                 )
             if url is not None and testset is not None:
                 url = None  # a resend after registering may go elsewhere once it failed there
-            delay = min(s.max_backoff_s, s.backoff_s * 2 ** (failures - 1))
+            delay = min(s.max_backoff_s, s.backoff_s * 2 ** (max(failures, busy) - 1))
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
-
 
     async def _register_once(self, url: str, testset: tuple[str, Sequence[TestCase]], since: float) -> None:
         """Register a test set on ``url`` unless a concurrent batch did so after ``since``."""

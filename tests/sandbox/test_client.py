@@ -133,10 +133,25 @@ def test_client_retries_504_until_the_overloaded_server_has_room(spawn_server):
     url = spawn_server("--max-queue", "0", "--queue-timeout", "0", workers=1)
     slow = [RunRequest(code=f"import time\ntime.sleep(0.6)\nprint({k})", tests=[TestCase(input="", output=str(k))])
             for k in range(4)]  # distinct tests: four /v1/run calls at once
-    with SandboxClient(url, max_concurrency=4, backoff_s=0.2, max_retries=12) as client:
+    # max_retries=0: answers "full" (504) are retried for overload_patience_s, not counted as failures.
+    with SandboxClient(url, max_concurrency=4, backoff_s=0.2, max_backoff_s=0.5, max_retries=0) as client:
         results = client.run_many(slow)
     assert [r.verdict.value for r in results] == ["AC"] * 4
     assert metric(url, "sandbox_rejected_total", route="/v1/run") > 0  # 504s happened and were retried
+
+
+def test_client_stops_waiting_for_a_full_server_after_its_patience(spawn_server):
+    url = spawn_server("--max-queue", "0", "--queue-timeout", "0", workers=1)
+    hog = RunRequest(code="import time\ntime.sleep(4)", tests=[TestCase(input="", output="")], time_limit_s=8)
+    busy = threading.Thread(target=lambda: httpx.post(url + "/v1/run", json=hog.model_dump(), timeout=60))
+    busy.start()
+    try:
+        time.sleep(0.5)  # the hog holds the only worker
+        with SandboxClient(url, overload_patience_s=0.6, backoff_s=0.1) as client:
+            with pytest.raises(SandboxUnavailable, match="overloaded after 0.6 s"):
+                client.run(RunRequest(code="print(1)", tests=[TestCase(input="", output="1")]))
+    finally:
+        busy.join()
 
 
 def test_client_spreads_requests_over_replicas(spawn_server):
