@@ -84,6 +84,8 @@ class _Slot:
                "PYTHONDONTWRITEBYTECODE": "1"}
         cmd = [sys.executable, "-m", "sandbox.worker", "--bin-cache", self.ex.bin_cache,
                "--isolate", self.ex.isolate, "--tmp-mb", str(self.ex.tmp_mb)]
+        if not self.ex.memory_cgroup:
+            cmd.append("--no-memory-cgroup")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
                                      close_fds=True)
         self.known = set()
@@ -176,17 +178,21 @@ class LocalExecutor:
         isolate: "auto" (full isolation when root and namespaces work, else degraded and logged),
             "on" (refuse to run without it) or "off".
         tmp_mb: size of each worker's writable tmpfs (MiB), shared by its sequential tests.
+        memory_cgroup: cap each test's whole process tree with a cgroup-v1 memory group (when
+            available; per-process RLIMIT_AS applies regardless).
     """
 
     def __init__(self, workers: int | None = None, *, cache_size: int = 4096, bin_cache: str | None = None,
-                 isolate: str = "auto", tmp_mb: int = 256) -> None:
+                 isolate: str = "auto", tmp_mb: int = 256, memory_cgroup: bool = True) -> None:
         if isolate not in ("auto", "on", "off"):
             raise ValueError("isolate must be 'auto', 'on' or 'off'")
         self.workers = max(1, workers or os.cpu_count() or 1)
-        self.isolate, self.tmp_mb = isolate, tmp_mb
+        self.isolate, self.tmp_mb, self.memory_cgroup = isolate, tmp_mb, memory_cgroup
         self.bin_cache = bin_cache or DEFAULT_BIN_CACHE
-        os.makedirs(self.bin_cache, mode=0o755, exist_ok=True)
-        os.chmod(self.bin_cache, 0o755)
+        os.makedirs(self.bin_cache, mode=0o711, exist_ok=True)
+        # Traversable but not listable: a program cannot enumerate (and read) other programs'
+        # binaries; their names are content hashes it cannot guess without their source.
+        os.chmod(self.bin_cache, 0o711)
         self._cache = ResultCache(cache_size)
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._lock = threading.Lock()

@@ -60,7 +60,7 @@ def _preload() -> None:
 
 
 class Worker:
-    def __init__(self, bin_cache: str, tmp_mb: int, isolate: str) -> None:
+    def __init__(self, bin_cache: str, tmp_mb: int, isolate: str, memory_cgroup: bool = True) -> None:
         os.umask(0o022)
         self.rfd, self.wfd = os.dup(0), os.dup(1)
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -81,7 +81,8 @@ class Worker:
                 self.root = isolation.build_root(base, self.bin_cache, tmp_mb)
                 self.isolated = True
                 self.uid = UID_BASE + os.getpid()
-                self.cgroup = isolation.MemoryCgroup.create(f"codealign-sandbox-{os.getpid()}")
+                if memory_cgroup:
+                    self.cgroup = isolation.MemoryCgroup.create(f"codealign-sandbox-{os.getpid()}")
             except OSError as e:
                 self.reason = f"namespaces unavailable ({e})"
         elif isolate == "off":
@@ -165,23 +166,25 @@ class Worker:
             except OSError as e:  # e.g. a straggler still charged to the group: run without it
                 self.cgroup = None
                 print(f"sandbox worker: memory cgroup disabled ({e})", file=sys.stderr)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # supervisor
-            os.close(r)
-            _supervise(self, job, code, args, stdin_path, w)  # never returns
-        os.close(w)
-        chunks = []
-        while True:
-            c = os.read(r, 1 << 20)
-            if not c:
-                break
-            chunks.append(c)
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-        data = b"".join(chunks)
-        if not data or os.waitstatus_to_exitcode(status) != 0:
-            return protocol.encode({"status": "error", "error": f"supervisor died (status {status})"})
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        stdin_fd = os.open(stdin_path, os.O_RDONLY)
+        t0 = time.monotonic()
+        try:
+            # Isolated: the program is cloned straight into a brand-new PID namespace, as its PID 1
+            # (one process per test, no supervisor or init in between: each costs a fork).
+            pid = isolation.fork_into_new_pid_namespace() if self.isolated else os.fork()
+            if pid == 0:
+                _program(self, job, code, args, stdin_fd, out_w, err_w, res_w)  # never returns
+        finally:
+            for fd in (out_w, err_w, res_w, stdin_fd):
+                os.close(fd)
+        try:
+            data = _drain_and_wait(self, job, pid, t0, out_r, err_r, res_r)
+        finally:
+            for fd in (out_r, err_r, res_r):
+                os.close(fd)
         collect = job.get("collect")
         if collect:
             header, out_blobs = protocol.read_frame(_BytesReader(data))
@@ -230,60 +233,6 @@ class _BytesReader:
         return out
 
 
-def _supervise(wk: Worker, job: dict, code, args: bytes | None, stdin_path: str, result_fd: int) -> None:
-    """Per-test supervisor (a fork of the worker): start the program, drain, time, kill, report."""
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.closerange(3, result_fd)
-        if wk.isolated:
-            isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-            isolation.unshare(isolation.CLONE_NEWPID)
-
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        st_r, st_w = os.pipe()
-        stdin_fd = os.open(stdin_path, os.O_RDONLY)
-        t0 = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            if wk.isolated:  # PID 1 of the new namespace: a tiny init that runs the program as PID 2
-                _init(wk, job, code, args, stdin_fd, out_w, err_w, res_w, st_w)
-            _program(wk, job, code, args, stdin_fd, out_w, err_w, res_w)  # never returns
-        for fd in (out_w, err_w, res_w, stdin_fd, st_w):
-            os.close(fd)
-        report = _drain_and_wait(wk, job, pid, t0, out_r, err_r, res_r, st_r)
-        protocol.write_fd(result_fd, report)
-        os._exit(0)
-    except BaseException:
-        try:
-            protocol.write_fd(result_fd, protocol.encode({"status": "error", "error": traceback.format_exc()}))
-        finally:
-            os._exit(0)
-
-
-def _init(wk: Worker, job: dict, code, args, stdin_fd: int, out_w: int, err_w: int, res_w: int,
-          st_w: int) -> None:
-    """PID 1 of the test's namespace. The program runs as PID 2, so it has ordinary signal
-    semantics (init ignores signals it sends itself); when it ends, this init reports its exit
-    status and exits, and the kernel kills whatever else is left in the namespace."""
-    try:
-        isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-        pid = os.fork()
-        if pid == 0:
-            os.close(st_w)
-            _program(wk, job, code, args, stdin_fd, out_w, err_w, res_w)
-        os.dup2(st_w, 0)
-        os.closerange(1, 1 << 20)
-        while True:
-            wpid, status = os.waitpid(-1, 0)  # reap orphans too; stop when the program ends
-            if wpid == pid:
-                break
-        os.write(0, json.dumps([status]).encode())
-    finally:
-        os._exit(0)
-
-
 def _kill(wk: Worker, pid: int) -> None:
     try:
         if wk.isolated:
@@ -294,8 +243,7 @@ def _kill(wk: Worker, pid: int) -> None:
         pass
 
 
-def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int,
-                    st_r: int) -> bytes:
+def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int) -> bytes:
     out_cap, err_cap, res_cap = job["stdout_cap"], job["stderr_cap"], job["stdout_cap"]
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
     caps = {out_r: out_cap, err_r: err_cap, res_r: res_cap}
@@ -340,15 +288,9 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
                 buf += chunk
     if not exited:
         _kill(wk, pid)
-    _, status, ru = os.wait4(pid, 0)  # rusage includes the program, which its init waited for
+    _, status, ru = os.wait4(pid, 0)  # rusage includes the children the program waited for
     wall = time.monotonic() - t0
-    os.set_blocking(st_r, False)
-    try:
-        reported = os.read(st_r, 256)
-    except BlockingIOError:
-        reported = b""
-    if reported:  # the init's report of the program's own status
-        status = json.loads(reported)[0]
+    os.close(pidfd)
     if not wk.isolated:
         _kill(wk, pid)  # whatever of its process group is left
     cg_peak = cg_oom = None
@@ -360,10 +302,14 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
             child = json.loads(bytes(bufs[res_r]))
         except (ValueError, UnicodeDecodeError):
             child = {"garbled": True}
+    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if isinstance(child, dict) and isinstance(child.get("signal"), int) and exit_code == 128 + child["signal"]:
+        exit_code, sig = None, child["signal"]  # a signal the PID-1 shim turned into an exit (see _run_python)
     header = {
         "status": "ok",
-        "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "exit_code": exit_code,
+        "signal": sig,
         "wall_s": wall,
         "cpu_s": ru.ru_utime + ru.ru_stime,
         "maxrss_kb": ru.ru_maxrss,
@@ -433,6 +379,21 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "wb", closefd=False)),
                                                    encoding="utf-8", errors="backslashreplace",
                                                    line_buffering=True)
+    # The program is PID 1 of its namespace, and Linux ignores signals an init sends itself unless
+    # it handles them: turn the fatal ones back into "killed by signal N" (faults such as SIGSEGV
+    # come from the kernel and kill as usual; they must not get a Python-level handler).
+    def _die(signum, frame):
+        try:
+            os.write(3, json.dumps({"signal": signum}).encode())
+        finally:
+            os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF):
+        signal.signal(sig, _die)
+    import random
+
+    random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
     sys.argv = ["main.py"]
     stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
     sys.path[:] = [work] + stdlib
@@ -525,8 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bin-cache", required=True)
     p.add_argument("--tmp-mb", type=int, default=512)
     p.add_argument("--isolate", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--no-memory-cgroup", action="store_true")
     a = p.parse_args(argv)
-    Worker(a.bin_cache, a.tmp_mb, a.isolate).serve()
+    Worker(a.bin_cache, a.tmp_mb, a.isolate, memory_cgroup=not a.no_memory_cgroup).serve()
     return 0
 
 

@@ -47,7 +47,9 @@ def test_runtime_error_reports_exit_code_and_traceback(ex):
 def test_exit_code_and_signal_are_runtime_errors(ex):
     r = ex.run(RunRequest(code="import sys\nprint(1)\nsys.exit(3)", tests=[T("", "1")]))
     assert r.verdict == Verdict.RE and r.tests[0].exit_code == 3
-    r = ex.run(RunRequest(code="import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", tests=[T("", "")]))
+    r = ex.run(RunRequest(code="import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nprint(1)", tests=[T("", "")]))
+    assert r.verdict == Verdict.RE and r.tests[0].signal == 15 and r.tests[0].stdout == ""
+    r = ex.run(RunRequest(code="import ctypes\nctypes.string_at(0)", tests=[T("", "")]))  # a real segfault
     assert r.verdict == Verdict.RE and r.tests[0].signal == 11
 
 

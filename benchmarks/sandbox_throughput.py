@@ -1,0 +1,143 @@
+"""Sandbox throughput: tests/second of the engine against a fresh process per test.
+
+    .venv/bin/python benchmarks/sandbox_throughput.py [--tests 400] [--problems 40] [--workers N]
+
+Workloads, each also run by the baseline on the same cores in the same run:
+  (a) a trivial Python stdin program over --tests tests;
+  (b) real CodeContests problems (../shared/data/code_contests/train.jsonl): the first --problems
+      problems' Python 3 reference solutions on all their tests, judged as a batch (run_many);
+  (c) a C++ stdin program over --tests tests.
+Baseline: ``subprocess.run([python3, main.py])`` (or the compiled binary, compiled once) per test,
+stdin from a file, no isolation, a thread pool of one process per core. The engine runs with the
+result cache off, so every test really executes. Timings are noisy on a shared machine: rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox.local import LocalExecutor  # noqa: E402
+from sandbox.spec import RunRequest, TestCase  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+PYTHON3 = os.path.join(sys.base_prefix, "bin", "python3")  # the interpreter itself, not the venv wrapper
+
+TRIVIAL_PY = "a, b = map(int, input().split())\nprint(a + b)\n"
+TRIVIAL_CPP = "#include <cstdio>\nint main() { long long a, b; scanf(\"%lld %lld\", &a, &b); printf(\"%lld\\n\", a + b); }\n"
+
+
+def baseline(argv: list[str], inputs: list[str], workers: int, workdir: str) -> float:
+    """Seconds to run argv once per input, fresh process each time, stdin from a file."""
+    paths = []
+    for i, text in enumerate(inputs):
+        p = os.path.join(workdir, f"in{i}.txt")
+        with open(p, "w") as f:
+            f.write(text)
+        paths.append(p)
+
+    def one(path: str) -> int:
+        with open(path, "rb") as stdin:
+            return subprocess.run(argv, stdin=stdin, capture_output=True, timeout=60).returncode
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, paths))
+    return time.perf_counter() - t0
+
+
+def report(name: str, n: int, engine_s: float, base_s: float, extra: str = "") -> None:
+    e, b = n / engine_s, n / base_s
+    print(f"{name:<34} {n:>5} tests  engine {e:8.1f} tests/s  baseline {b:8.1f} tests/s  ratio {e / b:6.1f}x {extra}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tests", type=int, default=400)
+    ap.add_argument("--problems", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+    workers = args.workers or os.cpu_count() or 1
+    print(f"cores: {os.cpu_count()}  workers: {workers}  load average: {os.getloadavg()[0]:.1f}")
+    tmp = tempfile.mkdtemp(prefix="codealign-bench-")
+    with LocalExecutor(workers=workers, cache_size=0, bin_cache=os.path.join(tmp, "bin")) as ex:
+        print(f"isolation: {ex.run(RunRequest(code='print(1)', tests=[TestCase(input='', output='1')])) and ex.isolation}")
+
+        # (a) trivial Python over N tests
+        tests = [TestCase(input=f"{i} {i + 1}\n", output=str(2 * i + 1)) for i in range(args.tests)]
+        t0 = time.perf_counter()
+        r = ex.run(RunRequest(code=TRIVIAL_PY, tests=tests))
+        eng = time.perf_counter() - t0
+        assert r.passed == len(tests), r.verdict
+        src = os.path.join(tmp, "main.py")
+        Path(src).write_text(TRIVIAL_PY)
+        base = baseline([PYTHON3, src], [t.input for t in tests], workers, tmp)
+        report("(a) python trivial stdin", len(tests), eng, base)
+
+        # (b) real CodeContests problems, reference solutions, all tests
+        path = DATA / "code_contests" / "train.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.open()][: args.problems]
+            reqs, progs = [], []
+            for row in rows:
+                ts = [TestCase(input=i, output=o) for k in ("public_tests", "private_tests", "generated_tests")
+                      for i, o in zip(row[k]["input"], row[k]["output"])]
+                code = row["solutions"]["solution"][0]
+                reqs.append(RunRequest(code=code, tests=ts, time_limit_s=10, checker="codecontests"))
+                progs.append((code, [t.input for t in ts]))
+            n = sum(len(q.tests) for q in reqs)
+            t0 = time.perf_counter()
+            res = ex.run_many(reqs)
+            eng = time.perf_counter() - t0
+            accepted = sum(x.passed for x in res)
+            t0 = time.perf_counter()
+            for k, (code, inputs) in enumerate(progs):  # one file per program, a process per test
+                src = os.path.join(tmp, f"cc{k}.py")
+                Path(src).write_text(code)
+            base_jobs = [([PYTHON3, os.path.join(tmp, f"cc{k}.py")], inp) for k, (_, ins) in enumerate(progs)
+                         for inp in ins]
+            base = 0.0
+            for k, (code, inputs) in enumerate(progs):
+                base += baseline([PYTHON3, os.path.join(tmp, f"cc{k}.py")], inputs, workers, tmp)
+            del base_jobs
+            report(f"(b) codecontests, {len(reqs)} problems", n, eng, base, f"({accepted}/{n} tests AC)")
+        else:
+            print(f"(b) skipped: {path} not found")
+
+        # (c) C++ over N tests (compiled once)
+        before = ex.stats()["compiles"].get("cpp", 0)
+        t0 = time.perf_counter()
+        r = ex.run(RunRequest(language="cpp", code=TRIVIAL_CPP, tests=tests))
+        eng = time.perf_counter() - t0
+        assert r.passed == len(tests), (r.verdict, r.compile_output)
+        compiles = ex.stats()["compiles"]["cpp"] - before
+        t0 = time.perf_counter()
+        r2 = ex.run(RunRequest(language="cpp", code=TRIVIAL_CPP, tests=tests))
+        eng_warm = time.perf_counter() - t0
+        assert ex.stats()["compiles"]["cpp"] - before == 1 and r2.passed == len(tests)
+        src = os.path.join(tmp, "main.cpp")
+        Path(src).write_text(TRIVIAL_CPP)
+        t0 = time.perf_counter()
+        subprocess.run(["g++", "-std=c++17", "-O2", "-o", os.path.join(tmp, "a.out"), src], check=True)
+        compile_s = time.perf_counter() - t0
+        base = baseline([os.path.join(tmp, "a.out")], [t.input for t in tests], workers, tmp)
+        report("(c) c++ incl. its one compile", len(tests), eng, base + compile_s,
+               f"(engine compiles: {compiles} for {2 * len(tests)} tests over 2 requests)")
+        report("(c) c++ binary cached", len(tests), eng_warm, base, "(baseline: binary per test, no compile)")
+        print(f"    a compile per test (as a peer does) would cost ~{compile_s * len(tests):.0f} s for these "
+              f"{len(tests)} tests: {len(tests) / (compile_s * len(tests) + base):.1f} tests/s")
+        print(f"stats: {json.dumps(ex.stats())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
