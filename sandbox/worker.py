@@ -369,16 +369,11 @@ def _program(wk: Worker, job: dict, code, args: bytes | None, stdin_fd: int, out
 
 def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
     import builtins
-    import io
     import types
 
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)),
-                                                 encoding="utf-8", errors="surrogateescape")
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "wb", closefd=False)),
-                                                   encoding="utf-8", errors="surrogateescape")
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "wb", closefd=False)),
-                                                   encoding="utf-8", errors="backslashreplace",
-                                                   line_buffering=True)
+    sys.stdin = sys.__stdin__ = _std_stream(0, "r", "surrogateescape")
+    sys.stdout = sys.__stdout__ = _std_stream(1, "w", "surrogateescape")
+    sys.stderr = sys.__stderr__ = _std_stream(2, "w", "backslashreplace")
     # The program is PID 1 of its namespace, and Linux ignores signals an init sends itself unless
     # it handles them: turn the fatal ones back into "killed by signal N" (faults such as SIGSEGV
     # come from the kernel and kill as usual; they must not get a Python-level handler).
@@ -433,17 +428,25 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
         except BaseException:
             pass
         exit_code = 1
+    # A normal interpreter exit: join non-daemon threads, run atexit hooks, flush what is open.
     try:
         import threading
 
-        threading._shutdown()  # join non-daemon threads, as a normal interpreter exit does
+        threading._shutdown()
     except BaseException:
         pass
-    for stream in (sys.stdout, sys.stderr):
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None and not stream.closed:
+                stream.flush()
         except BaseException:
-            exit_code = exit_code or 1
+            exit_code = exit_code or 120  # what CPython returns when flushing stdout fails at exit
     if report:
         try:
             data = json.dumps(report).encode()
@@ -454,6 +457,18 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
         except OSError:
             pass
     os._exit(exit_code)
+
+
+def _std_stream(fd: int, mode: str, errors: str):
+    """sys.stdin/stdout/stderr as CPython builds them (FastIO templates read .mode and .name)."""
+    import io
+
+    raw = io.FileIO(fd, mode + "b", closefd=False)
+    raw.name = {0: "<stdin>", 1: "<stdout>", 2: "<stderr>"}[fd]
+    buf = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+    stream = io.TextIOWrapper(buf, encoding="utf-8", errors=errors, line_buffering=fd == 2)
+    stream.mode = mode
+    return stream
 
 
 def _resolve(ns: dict, fn_name: str):

@@ -216,3 +216,21 @@ def test_stats_count_verdicts_and_report_isolation(ex):
                 "compiles", "isolation"):
         assert key in s
     assert s["workers"] == 2 and s["verdicts"].get("AC", 0) >= 1 and s["queue_depth"] == 0
+
+
+def test_python_runtime_matches_a_real_interpreter(ex):
+    """Details real solutions rely on: std stream attributes (FastIO templates), atexit hooks,
+    closing stdout inside the program, __name__ == '__main__', a fresh random seed per run."""
+    code = """import sys, os, atexit, random
+assert sys.stdin.mode == 'r' and sys.stdout.mode == 'w' and sys.stdin.name == '<stdin>'
+assert 'x' not in sys.stdout.mode and __name__ == '__main__'
+atexit.register(lambda: os.write(1, b"from atexit\\n"))
+print(random.random())
+with sys.stdin as fin, sys.stdout as fout:
+    fout.write(fin.readline())
+"""
+    r = ex.run(RunRequest(code=code, tests=[T("hello\n", "x"), T("hello\n", "x")]))
+    outs = [t.stdout.splitlines() for t in r.tests]
+    assert all(t.exit_code == 0 for t in r.tests), r.tests
+    assert [o[1:] for o in outs] == [["hello", "from atexit"]] * 2
+    assert outs[0][0] != outs[1][0]  # not the same random stream in every run
