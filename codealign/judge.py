@@ -194,9 +194,16 @@ class ReferenceCheck:
 
 
 def judge_references(
-    client: Any, problems: Sequence[Problem], *, max_per_problem: int | None = None, timeout_s: float | None = None
+    client: Any,
+    problems: Sequence[Problem],
+    *,
+    max_per_problem: int | None = None,
+    timeout_s: float | None = None,
+    stop_on_first_failure: bool = True,
 ) -> list[ReferenceCheck]:
     """Judge each problem's Python reference solutions (up to ``max_per_problem``) on all its tests.
+
+    By default a run stops at its first failing test (only AC or not matters here).
 
     Reference solutions should all be AC: disagreements point at the judge (checker semantics, limits,
     stdin handling) or at the data (problems with special checkers, truncated tests).
@@ -208,5 +215,5 @@ def judge_references(
         for j, code in enumerate(sols):
             index.append((p, j))
             pairs.append((p, code))
-    results = judge_many(client, pairs, timeout_s=timeout_s)
+    results = judge_many(client, pairs, timeout_s=timeout_s, stop_on_first_failure=stop_on_first_failure)
     return [ReferenceCheck(p.id, p.source, j, r) for (p, j), r in zip(index, results)]

@@ -1,0 +1,51 @@
+"""Dataset reference solutions judged through the sandbox agree with the datasets.
+
+Measured here (see docs/eval.md): CodeContests 240/300 references AC (80.0%), APPS 98/101 (97.0%),
+HumanEval 164/164. Every disagreement is listed with its cause in
+benchmarks/reference_disagreements.json (multiple-answer problems needing Codeforces' special checkers,
+interactive problems, wrong references or broken tests in the recovered data, slow Python under the 4 s
+default limit, and three sandbox differences from plain python3 that were reported to the engine). The
+rates are asserted as lower bounds, so fixing a known cause never fails this test; a new disagreement does.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from sandbox.client import make_client
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / ".." / "shared" / "data"
+BENCH = ROOT / "benchmarks" / "reference_agreement.py"
+MEASURED = {"codecontests": (240, 300), "apps": (98, 101), "humaneval": (164, 164)}
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("reference_agreement", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DATA.exists(), reason=f"real data samples not found at {DATA}")
+def test_reference_solutions_agree_with_the_judge_except_known_explained_cases():
+    bench = load_benchmark()
+    known = json.loads(bench.KNOWN.read_text())
+    with make_client(workers=2) as client:
+        results = bench.agreement(client, DATA)
+    for name, (accepted, total) in MEASURED.items():
+        r = results[name]
+        assert r["references"] == total
+        assert r["accepted"] >= accepted, f"{name}: {r['accepted']}/{total} AC, measured {accepted}"
+        unexplained = {k: v for k, v in r["disagreements"].items() if k not in known[name]}
+        assert not unexplained, f"{name}: disagreements without an explanation: {unexplained}"
+
+
+def test_every_known_disagreement_has_a_cause_and_a_reason():
+    known = json.loads((ROOT / "benchmarks" / "reference_disagreements.json").read_text())
+    entries = [e for name in MEASURED for e in known[name].values()]
+    assert len(entries) == sum(total - acc for acc, total in MEASURED.values())
+    assert all(e["category"] and len(e["reason"]) > 20 for e in entries)
