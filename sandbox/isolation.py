@@ -81,10 +81,14 @@ _pylibc.syscall.restype = ctypes.c_long
 
 
 def fork_into_new_pid_namespace() -> int:
-    """fork(), except that the child is PID 1 of a new PID namespace. Returns 0 in the child."""
+    """fork(), except that the child is PID 1 of a new PID namespace (and has a new IPC namespace).
+    Returns 0 in the child."""
     if _SYS_CLONE is None:
         raise OSError(errno.ENOSYS, f"clone into a PID namespace: unsupported machine {platform.machine()}")
-    pid = _pylibc.syscall(ctypes.c_long(_SYS_CLONE), ctypes.c_long(CLONE_NEWPID | signal.SIGCHLD),
+    # A fresh IPC namespace too: SysV shared memory and semaphores die with the test instead of
+    # persisting (and piling up) in the worker's namespace for the next program to find.
+    flags = CLONE_NEWPID | CLONE_NEWIPC | signal.SIGCHLD
+    pid = _pylibc.syscall(ctypes.c_long(_SYS_CLONE), ctypes.c_long(flags),
                           ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
     if pid < 0:
         err = ctypes.get_errno()
@@ -166,7 +170,7 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
     os.makedirs(r(INNER_BIN))
     _bind_ro(bin_cache, r(INNER_BIN))
     os.makedirs(r(INNER_TMP))
-    mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,mode=755")
+    mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,nr_inodes=65536,mode=755")
     # The root itself becomes read-only; only /tmp (its own tmpfs) stays writable.
     mount(None, base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     return Root(path=base, tmp=r(INNER_TMP))

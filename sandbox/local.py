@@ -46,7 +46,8 @@ NPROC_LIMIT = 64  # processes + threads per test (RLIMIT_NPROC of the worker's o
 NOFILE_LIMIT = 128  # open files per test
 FSIZE_LIMIT_MB = 64  # largest file a program may write in its temp dir
 STDERR_CAP = 256 * 1024  # bytes of stderr kept per test; the rest is drained and dropped
-WALL_FACTOR, WALL_EXTRA_S = 2.0, 1.0  # wall-clock backstop = time_limit * 2 + 1 s (TLE is CPU time)
+WALL_FACTOR, WALL_EXTRA_S = 3.0, 1.0  # wall-clock backstop = time_limit * 3 + 1 s (TLE is CPU time;
+# the backstop catches sleeping or blocked programs, with room for a loaded machine)
 
 
 class _Task:

@@ -332,3 +332,26 @@ def test_many_parallel_requests_are_all_judged_right(ex):
         t.join()
     assert [results[i] for i in range(60)] == [v for _, v in jobs]
     still_works(ex)
+
+
+@needs_root
+def test_sysv_shared_memory_does_not_survive_the_test(ex):
+    """IPC objects outlive processes; a fresh IPC namespace per test keeps them from persisting
+    (piling up memory, or carrying data to the next program)."""
+    create = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "print('created', libc.shmget(4242, 1 << 20, 0o1666) >= 0)\n")
+    find = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint('found', libc.shmget(4242, 0, 0o666) >= 0)\n"
+    assert ex.run(RunRequest(code=create, tests=[T("", "created True")] * 2)).verdict == Verdict.AC
+    assert ex.run(RunRequest(code=find, tests=[T("", "found False")] * 4)).verdict == Verdict.AC
+    still_works(ex)
+
+
+def test_compiler_fed_an_endless_file_is_a_compile_error(ex):
+    from sandbox import languages
+
+    if languages.availability()["cpp"]:
+        pytest.skip("g++ not installed")
+    t0 = time.monotonic()
+    r = ex.run(RunRequest(language="cpp", code='#include "/dev/zero"\nint main() {}', tests=[T("", "")]))
+    assert r.verdict == Verdict.CE and time.monotonic() - t0 < 130
+    still_works(ex)
