@@ -20,15 +20,17 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from codealign.problems import Problem
-from codealign.train.config import DPOConfig
 from codealign.train.losses import dpo_loss
 from codealign.train.models import copy_weights, pack, sequence_logprobs
-from codealign.train.rollouts import Rollout
+
+if TYPE_CHECKING:  # torch-only at run time (benchmarks/train_step.py runs where pydantic is absent)
+    from codealign.problems import Problem
+    from codealign.train.config import DPOConfig
+    from codealign.train.rollouts import Rollout
 
 
 @dataclass

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
-from codealign.train.config import LoraConfig, ModelConfig
+if TYPE_CHECKING:
+    from codealign.train.config import LoraConfig, ModelConfig
 from codealign.train.losses import entropy_from_logits, token_logprobs
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -18,20 +18,23 @@ accumulation and data-parallel averaging give exactly the gradient of one big ba
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from codealign.train import losses as L
-from codealign.train.config import PPOConfig
-from codealign.train.models import PackedBatch, ValueModel, ema_update, logprobs, pack
-from codealign.train.rollouts import Rollout
+from codealign.train.models import PackedBatch, ema_update, logprobs, pack
+
+if TYPE_CHECKING:  # torch-only at run time, so benchmarks/train_step.py runs where pydantic is absent
+    from codealign.train.config import PPOConfig
+    from codealign.train.models import ValueModel
+    from codealign.train.rollouts import Rollout
 
 
 class PPO:
     """Owns the actor/critic optimizers; :meth:`step` runs one PPO iteration on fresh rollouts."""
 
-    def __init__(self, policy, critic: ValueModel, ref, cfg: PPOConfig, pad_id: int, accelerator):
+    def __init__(self, policy, critic: "ValueModel", ref, cfg: "PPOConfig", pad_id: int, accelerator):
         self.cfg, self.pad_id, self.acc = cfg, pad_id, accelerator
         actor_opt = torch.optim.AdamW(
             [p for p in policy.parameters() if p.requires_grad], lr=cfg.actor_lr, weight_decay=cfg.weight_decay
@@ -52,7 +55,7 @@ class PPO:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
 
-    def step(self, problems: Sequence, collect: Callable[[Sequence], list[Rollout]]) -> dict[str, float]:
+    def step(self, problems: Sequence, collect: Callable[[Sequence], list["Rollout"]]) -> dict[str, float]:
         cfg, acc = self.cfg, self.acc
         t0 = time.perf_counter()
 
@@ -179,7 +182,7 @@ def _maybe_no_sync(acc, model, sync: bool):
     return _NullCtx() if sync or acc.num_processes == 1 else acc.no_sync(model)
 
 
-def _rollout_stats(rollouts: Sequence[Rollout], acc) -> dict[str, float]:
+def _rollout_stats(rollouts: Sequence["Rollout"], acc) -> dict[str, float]:
     """Reward mean, pass rate, judge errors, response length — summed over processes."""
     t = torch.tensor(
         [

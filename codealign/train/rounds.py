@@ -365,12 +365,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             torch.manual_seed(cfg.seed * 1_000_003 + step)
             problems = draw_problems(train_problems, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
             collector.params = params.model_copy(update={"seed": cfg.seed * 1_000_003 + step * 101 + acc.process_index})
+            judge_before, gen_before = collector.timings.judge_s, collector.timings.sample_s
             if cfg.algo == "ppo":
                 sampler.sync(trainer.unwrapped_policy)
                 stats = trainer.step(problems, lambda ps: collector(ps, trainer.unwrapped_policy))
             else:
                 sampler.sync(trainer.sampling_model())
                 stats = trainer.step(problems, collector, step)
+            stats["gen_s"] = collector.timings.sample_s - gen_before  # of sample_s: generation ...
+            stats["judge_s"] = collector.timings.judge_s - judge_before  # ... and judging
             row = {"type": "step", "step": step, "train_round": round_index, "algo": cfg.algo, **stats}
             step_rows.append(row)
             log.write(row)

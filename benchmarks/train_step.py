@@ -1,0 +1,212 @@
+"""Seconds per PPO and DPO step, tokens/s, and where a round's time goes.
+
+    python benchmarks/train_step.py                 # CPU: the tiny preset, plus one real round
+    python benchmarks/train_step.py --device cuda   # GPU: a ~0.5B Qwen2-shaped model built from a config
+
+Update steps run the real ``codealign.train.ppo.PPO`` / ``codealign.train.dpo.DPO`` classes on
+synthetic rollouts (random response tokens, random 0/10 rewards) of a fixed shape, so the figures
+measure the update alone. On CPU the script then runs one real PPO round of the embedded default
+(sample with the hf sampler -> judge in the local sandbox -> update) and prints the share of each
+phase. The ``--device cuda`` path imports only torch and transformers (plus the torch-only trainer
+modules), since the GPU machine has no pydantic: it times ``model.generate`` for the sampling share
+and reports no judging share (judging runs on CPU, see the CPU figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codealign.train.dpo import DPO, Pair  # noqa: E402  (torch-only modules)
+from codealign.train.models import ValueModel, make_reference  # noqa: E402
+from codealign.train.ppo import PPO  # noqa: E402
+
+
+class SingleProcess:
+    """The slice of ``accelerate.Accelerator`` the trainers use, for one process (no accelerate needed)."""
+
+    num_processes, process_index, is_main_process = 1, 0, True
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+
+    def prepare(self, *objs):
+        return objs if len(objs) > 1 else objs[0]
+
+    def reduce(self, t, op="sum"):
+        return t
+
+    def backward(self, loss):
+        loss.backward()
+
+    def unwrap_model(self, m):
+        return m
+
+    def clip_grad_norm_(self, params, max_norm):
+        return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+
+    def no_sync(self, m):  # never called with one process
+        raise AssertionError
+
+
+PPO_CFG = dict(
+    beta=0.1, kl_estimator="k1", gamma=1.0, lam=1.0, ratio_clip=0.2, value_clip=0.2, reward_clip=20.0, ppo_epochs=1,
+    n_minibatches=4, max_grad_norm=1.0, actor_lr=1e-5, critic_lr=5e-6, weight_decay=0.0, advantage_normalization=True,
+    ema_reference=True, ema_eta=0.001,
+)
+DPO_CFG = dict(beta=0.1, lr=1e-6, iterative=True, pairing="all", max_pairs_per_prompt=4, reference_as_chosen=False,
+               epochs=1, max_grad_norm=1.0)
+
+
+def fake_rollouts(n: int, prompt_len: int, resp_len: int, vocab: int, rng: random.Random):
+    out = []
+    for i in range(n):
+        reward = 10.0 * (rng.random() < 0.3)
+        out.append(SimpleNamespace(
+            problem_id=f"p{i // 8}", prompt_ids=[rng.randrange(3, vocab) for _ in range(prompt_len)],
+            response_ids=[rng.randrange(3, vocab) for _ in range(resp_len)], judged=True, reward=reward,
+            passed=reward > 0, code="x",
+        ))
+    return out
+
+
+def time_ppo(policy, acc, rollouts, micro: int, repeats: int, autocast) -> tuple[float, int]:
+    cfg = SimpleNamespace(**PPO_CFG, micro_batch_size=micro)
+    ppo = PPO(policy, ValueModel(policy).to(acc.device), make_reference(policy), cfg, pad_id=0, accelerator=acc)
+    tokens = sum(len(r.response_ids) for r in rollouts)
+    times = []
+    for i in range(repeats + 1):
+        sync(acc)
+        t = time.perf_counter()
+        with autocast():
+            ppo.step([None], lambda _: rollouts)
+        sync(acc)
+        if i:  # the first step warms up kernels and allocator
+            times.append(time.perf_counter() - t)
+    return sum(times) / len(times), tokens
+
+
+def time_dpo(policy, acc, rollouts, micro: int, repeats: int, autocast) -> tuple[float, int, int]:
+    n_pairs = len(rollouts) // 2
+    cfg = SimpleNamespace(**DPO_CFG, batch_size=n_pairs // 4 or 1, micro_batch_size=micro, prompts_per_step=n_pairs)
+    dpo = DPO(policy, make_reference(policy), cfg, 0, None, acc)
+    pairs = [Pair(r.problem_id, r.prompt_ids, r.response_ids, s.response_ids) for r, s in zip(rollouts[::2], rollouts[1::2])]
+    import codealign.train.dpo as dpo_module
+
+    real_build = dpo_module.build_pairs
+    dpo_module.build_pairs = lambda *a, **k: pairs  # fixed pairs: time the update, not the pairing
+    try:
+        times = []
+        for i in range(repeats + 1):
+            sync(acc)
+            t = time.perf_counter()
+            with autocast():
+                dpo.step([], lambda ps, m: rollouts, i)
+            sync(acc)
+            if i:
+                times.append(time.perf_counter() - t)
+    finally:
+        dpo_module.build_pairs = real_build
+    tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+    return sum(times) / len(times), tokens, len(pairs)
+
+
+def sync(acc):
+    if acc.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_model(device: str):
+    """(policy, vocab, prompt_len, resp_len, rollouts per step, micro, label)."""
+    if device == "cuda":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        # Qwen2.5-0.5B's shape (~494M parameters), random weights: no downloads
+        cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                          tie_word_embeddings=True, pad_token_id=0, eos_token_id=1)
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(cfg).to(device)
+        label = f"Qwen2-shaped {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params (random init), fp32 weights + bf16 autocast"
+        return model, cfg.vocab_size, 256, 256, 64, 8, label
+    from codealign.synthetic_tasks import make_tasks
+    from codealign.prompts import build_prompt
+    from codealign.train.sft import format_response
+    from codealign.train.tiny import load_tiny
+
+    train, _ = make_tasks()
+    corpus = [build_prompt(p) for p in train] + [format_response(p.solutions["python"][0]) for p in train]
+    model, tok = load_tiny(corpus)
+    label = f"tiny preset {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params"
+    return model, len(tok), 100, 45, 64, 32, label
+
+
+def real_round_shares() -> None:
+    """One real PPO round of the embedded default (CPU): seconds in sampling, judging, updating."""
+    from codealign.train.config import TrainConfig
+    from codealign.train import rounds
+
+    cfg = TrainConfig(rounds=1, steps_per_round=2, out=str(Path("/tmp") / f"train_step_bench_{time.time_ns()}"))
+    cfg.eval.n, cfg.eval.ks, cfg.log.progress, cfg.log.plot = 1, [1], False, False
+    t = time.perf_counter()
+    rounds.train(cfg)
+    total = time.perf_counter() - t
+    steps = [r for r in rounds.read_metrics(cfg.out) if r.get("type") == "step"]
+    sample = sum(r["sample_s"] for r in steps)  # sampling + judging (the collector)
+    judge = sum(r.get("judge_s", 0.0) for r in steps)
+    update = sum(r["update_s"] for r in steps)
+    step_total = sample + update
+    print(f"real round ({len(steps)} steps, {int(steps[0]['n_rollouts'])} rollouts each): "
+          f"sampling {100 * (sample - judge) / step_total:.0f}%  judging {100 * judge / step_total:.0f}%  "
+          f"updating {100 * update / step_total:.0f}% of {step_total:.1f} s of steps "
+          f"(whole run incl. warm start and 2 evaluations: {total:.0f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-round", action="store_true", help="skip the real-round share measurement (CPU)")
+    args = ap.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+    model, vocab, plen, rlen, n, micro, label = build_model(args.device)
+    acc = SingleProcess(args.device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if args.device == "cuda" else (lambda: torch.autocast("cpu", enabled=False))
+    print(f"device {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else f'{torch.get_num_threads()} threads'}); {label}")
+    rng = random.Random(0)
+    rollouts = fake_rollouts(n, plen, rlen, vocab, rng)
+
+    ppo_s, tok = time_ppo(model, acc, rollouts, micro, args.repeats, autocast)
+    s = ppo_s
+    print(f"PPO step: {n} rollouts x ({plen} prompt + {rlen} response) tokens, 4 mini-batches, micro {micro}: "
+          f"{s:.2f} s/step, {tok / s:,.0f} response tokens/s, {n * (plen + rlen) / s:,.0f} total tokens/s")
+    s, tok, pairs = time_dpo(model, acc, rollouts, micro // 2 or 1, args.repeats, autocast)
+    print(f"DPO step: {pairs} pairs, 4 optimizer steps: {s:.2f} s/step, {tok / s:,.0f} response tokens/s")
+
+    if args.device == "cuda":
+        # sampling share: plain generate of the same batch (the hf sampler's path)
+        ids = torch.tensor([r.prompt_ids for r in rollouts], device="cuda")
+        sync(acc)
+        t = time.perf_counter()
+        with torch.no_grad(), autocast():
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=rlen, min_new_tokens=rlen,
+                           do_sample=True, pad_token_id=0)
+        sync(acc)
+        gen = time.perf_counter() - t
+        print(f"generate: {n} x {rlen} new tokens in {gen:.2f} s ({n * rlen / gen:,.0f} tokens/s); "
+              f"a PPO round of sample + update spends {100 * gen / (gen + ppo_s):.0f}% sampling (judging runs on CPU)")
+    elif not args.no_round:
+        real_round_shares()
+
+
+if __name__ == "__main__":
+    main()
