@@ -1,11 +1,12 @@
 """Dataset reference solutions judged through the sandbox agree with the datasets.
 
-Measured here (see docs/eval.md): CodeContests 240/300 references AC (80.0%), APPS 98/101 (97.0%),
+Measured here (see docs/eval.md): CodeContests 258/300 references AC (86.0%), APPS 98/101 (97.0%),
 HumanEval 164/164. Every disagreement is listed with its cause in
-benchmarks/reference_disagreements.json (multiple-answer problems needing Codeforces' special checkers,
-interactive problems, wrong references or broken tests in the recovered data, slow Python under the 4 s
-default limit, and three sandbox differences from plain python3 that were reported to the engine). The
-rates are asserted as lower bounds, so fixing a known cause never fails this test; a new disagreement does.
+benchmarks/reference_disagreements.json: multiple-answer problems that need Codeforces' special checkers
+(28), wrong references (5) and broken tests (2) in the recovered data, interactive problems (2), slow
+Python under the 4 s default limit (4), one sandbox difference from plain python3 (reported to the
+engine); APPS: 3 solutions that use a top-level `return` only APPS' harness tolerates. The rates are
+asserted as lower bounds, so fixing a known cause never fails this test; a new disagreement does.
 """
 
 import importlib.util
@@ -19,7 +20,7 @@ from sandbox.client import make_client
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / ".." / "shared" / "data"
 BENCH = ROOT / "benchmarks" / "reference_agreement.py"
-MEASURED = {"codecontests": (240, 300), "apps": (98, 101), "humaneval": (164, 164)}
+MEASURED = {"codecontests": (258, 300), "apps": (98, 101), "humaneval": (164, 164)}
 
 
 def load_benchmark():
