@@ -31,7 +31,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-") and argv[0] != "serve":
+        print(f"error: unknown command {argv[0]!r}; the only command is 'serve' (python -m sandbox serve --help)",
+              file=sys.stderr)
+        return 2
+    args = _parser().parse_args(argv)
     from pydantic import ValidationError
 
     from sandbox.server import ServiceSettings, serve

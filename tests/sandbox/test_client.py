@@ -146,7 +146,10 @@ def test_client_stops_waiting_for_a_full_server_after_its_patience(spawn_server)
     busy = threading.Thread(target=lambda: httpx.post(url + "/v1/run", json=hog.model_dump(), timeout=60))
     busy.start()
     try:
-        time.sleep(0.5)  # the hog holds the only worker
+        deadline = time.monotonic() + 30
+        while metric(url, "sandbox_running") < 1:  # until the hog holds the only worker
+            assert time.monotonic() < deadline, "the hog never started"
+            time.sleep(0.05)
         with SandboxClient(url, overload_patience_s=0.6, backoff_s=0.1) as client:
             with pytest.raises(SandboxUnavailable, match="overloaded after 0.6 s"):
                 client.run(RunRequest(code="print(1)", tests=[TestCase(input="", output="1")]))
