@@ -101,13 +101,17 @@ class _Slot:
             except Exception:
                 self.proc.kill()
                 self.proc.wait()
+            _remove_worker_leftovers(self.proc.pid)
             self.proc = None
 
     def _call(self, task: _Task) -> tuple[dict, list[bytes]]:
         last: Exception | None = None
         for _ in range(2):  # one retry on a fresh worker if the worker itself broke
             try:
-                if self.proc is None or self.proc.poll() is not None:
+                if self.proc is not None and self.proc.poll() is not None:  # died while idle
+                    _remove_worker_leftovers(self.proc.pid)
+                    self.proc = None
+                if self.proc is None:
                     self._start()
                 send_code = bool(task.code_id) and task.code_id not in self.known
                 for _ in range(2):
@@ -129,6 +133,7 @@ class _Slot:
                 if self.proc is not None:
                     self.proc.kill()
                     self.proc.wait()
+                    _remove_worker_leftovers(self.proc.pid)
                     self.proc = None
         return {"status": "error", "error": f"sandbox worker failed twice: {last!r}"}, []
 
@@ -153,6 +158,36 @@ class _Slot:
                     self.ex._busy -= 1
             task.finish(resp)
         self._stop()
+
+
+def _remove_worker_leftovers(pid: int) -> None:
+    """A worker's root mount point and memory cgroup, seen from outside its namespace: empty
+    directories named after its pid (removed by the worker itself unless it was killed)."""
+    paths = [f"/tmp/codealign-sandbox-root-{pid}"]  # the path sandbox/worker.py uses
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
+        paths.append(os.path.join("/sys/fs/cgroup/memory", rel.lstrip("/"), f"codealign-sandbox-{pid}"))
+    except (OSError, StopIteration, IndexError):
+        pass
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _sweep_dead_workers() -> None:
+    """Leftovers of workers that died with their executor (e.g. a killed test run)."""
+    prefix = "codealign-sandbox-root-"
+    try:
+        names = os.listdir("/tmp")
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _remove_worker_leftovers(int(pid))
 
 
 class _RunState:
@@ -205,6 +240,7 @@ class LocalExecutor:
         self._test_verdicts: Counter[str] = Counter()
         self._compile_locks: dict[str, threading.Lock] = {}
         self._compile_failures: dict[str, str] = {}
+        _sweep_dead_workers()
         self._slots = [_Slot(self, i) for i in range(self.workers)]
         for s in self._slots:
             s.thread.start()

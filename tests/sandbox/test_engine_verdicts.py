@@ -234,3 +234,19 @@ with sys.stdin as fin, sys.stdout as fout:
     assert all(t.exit_code == 0 for t in r.tests), r.tests
     assert [o[1:] for o in outs] == [["hello", "from atexit"]] * 2
     assert outs[0][0] != outs[1][0]  # not the same random stream in every run
+
+
+def test_a_killed_worker_is_replaced_and_leaves_nothing_behind():
+    import os
+    import signal
+    import time
+
+    with LocalExecutor(workers=1, cache_size=0) as e:
+        req = RunRequest(code="print(input())", tests=[T("a", "a")])
+        assert e.run(req).verdict == Verdict.AC
+        old = e.worker_info()[0]["pid"]
+        os.kill(old, signal.SIGKILL)
+        time.sleep(0.2)
+        assert e.run(req).verdict == Verdict.AC  # retried on a fresh worker
+        assert e.worker_info()[0]["pid"] != old
+        assert not os.path.exists(f"/tmp/codealign-sandbox-root-{old}")
