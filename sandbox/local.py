@@ -65,6 +65,8 @@ class _Task:
         try:
             if self.on_done is not None:
                 self.on_done(self)
+        except Exception:
+            log.exception("sandbox job callback failed")
         finally:
             self.done.set()
 
@@ -153,6 +155,9 @@ class _Slot:
                 self.ex._busy += 1
             try:
                 resp = self._call(task)
+            except Exception as e:  # never let one job take the slot thread down
+                log.exception("sandbox slot %d failed", self.idx)
+                resp = ({"status": "error", "error": f"{type(e).__name__}: {e}"}, [])
             finally:
                 with self.ex._lock:
                     self.ex._busy -= 1
@@ -402,7 +407,12 @@ class LocalExecutor:
             def on_done(task: _Task, i: int = i, test: TestCase = test) -> None:
                 if task.response is None:
                     return
-                tr = self._judge(req, prog, test, *task.response, state)
+                try:
+                    tr = self._judge(req, prog, test, *task.response, state)
+                except Exception as e:  # a bug in judging must fail this run, not the worker thread
+                    log.exception("judging test %d failed", i)
+                    state.error = f"judging failed: {type(e).__name__}: {e}"
+                    return
                 state.results[i] = tr
                 if tr.verdict != Verdict.AC:
                     state.first_fail = min(state.first_fail, i)
