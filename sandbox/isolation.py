@@ -259,8 +259,9 @@ def apply_rlimits(lim: Limits) -> None:
         b = lim.address_space_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (b, b))
     if lim.stack_mb is not None:
-        b = lim.stack_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_STACK, (b, b))
+        # Soft only: solutions that raise their stack limit keep working; memory stays capped by
+        # RLIMIT_AS and the cgroup.
+        resource.setrlimit(resource.RLIMIT_STACK, (lim.stack_mb * 1024 * 1024, resource.RLIM_INFINITY))
     resource.setrlimit(resource.RLIMIT_NPROC, (lim.nproc, lim.nproc))
     resource.setrlimit(resource.RLIMIT_FSIZE, (lim.fsize_mb * 1024 * 1024,) * 2)
     resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile, lim.nofile))

@@ -124,3 +124,12 @@ def test_missing_toolchain_is_language_unavailable(monkeypatch):
         languages.require("java")
     with pytest.raises(LanguageUnavailable, match="unknown language 'rust'"):
         languages.require("rust")
+
+
+@needs_gxx
+def test_cpp_deep_recursion_gets_a_stack_as_large_as_the_memory_limit(ex):
+    code = """#include <cstdio>
+int f(int n) { volatile char pad[64]; pad[0] = n; return n == 0 ? 0 : 1 + f(n - 1) + pad[0] * 0; }
+int main() { printf("%d\\n", f(1000000)); }"""
+    r = ex.run(RunRequest(language="cpp", code=code, tests=[T("", "1000000")]))
+    assert r.verdict == Verdict.AC, r.tests[0]

@@ -250,3 +250,17 @@ def test_a_killed_worker_is_replaced_and_leaves_nothing_behind():
         assert e.run(req).verdict == Verdict.AC  # retried on a fresh worker
         assert e.worker_info()[0]["pid"] != old
         assert not os.path.exists(f"/tmp/codealign-sandbox-root-{old}")
+
+
+def test_deep_recursion_idioms_work(ex):
+    """Competitive solutions raise the recursion limit, the stack rlimit and the thread stack size."""
+    code = """import sys, threading, resource
+resource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+sys.setrecursionlimit(10**6)
+threading.stack_size(10**8)
+def f(n): return 0 if n == 0 else 1 + f(n - 1)
+def main(): print(f(10**5))
+t = threading.Thread(target=main); t.start(); t.join()
+"""
+    r = ex.run(RunRequest(code=code, tests=[T("", "100000")]))
+    assert r.verdict == Verdict.AC, r.tests[0]
