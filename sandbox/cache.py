@@ -18,29 +18,44 @@ def request_key(req: RunRequest, *versions: str) -> str:
     return h.hexdigest()
 
 
-class ResultCache:
-    """Thread-safe LRU of RunResults by request key. ``capacity=0`` disables it."""
+def _size(result: RunResult) -> int:
+    """Rough bytes held by a result (its outputs dominate)."""
+    return 512 + len(result.compile_output) + sum(
+        256 + len(t.stdout) + len(t.stderr) + len(t.message) for t in result.tests)
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, RunResult] = OrderedDict()
+
+class ResultCache:
+    """Thread-safe LRU of RunResults by request key, bounded by count and by (rough) bytes.
+    ``capacity=0`` disables it."""
+
+    def __init__(self, capacity: int, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.capacity, self.max_bytes = capacity, max_bytes
+        self._items: OrderedDict[str, tuple[RunResult, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> RunResult | None:
         with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
+            item = self._items.get(key)
+            if item is not None:
                 self._items.move_to_end(key)
-        return hit.model_copy(deep=True, update={"cached": True}) if hit is not None else None
+        return item[0].model_copy(deep=True, update={"cached": True}) if item is not None else None
 
     def put(self, key: str, result: RunResult) -> None:
         if self.capacity <= 0:
             return
+        size = _size(result)
+        if size > self.max_bytes:
+            return
         with self._lock:
-            self._items[key] = result.model_copy(deep=True)
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (result.model_copy(deep=True), size)
+            self._bytes += size
+            while len(self._items) > self.capacity or self._bytes > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
 
     def __len__(self) -> int:
         return len(self._items)

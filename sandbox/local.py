@@ -457,11 +457,16 @@ class LocalExecutor:
         if not os.path.exists(os.path.join(self.bin_cache, key)):
             with self._lock:
                 lock = self._compile_locks.setdefault(key, threading.Lock())
-            with lock:  # concurrent requests for one program: the first compiles, the others wait
-                if key in self._compile_failures:
-                    raise CompileError(self._compile_failures[key])
-                if not os.path.exists(os.path.join(self.bin_cache, key)):
-                    self._compile_now(req, key, deadline)
+            try:
+                with lock:  # concurrent requests for one program: the first compiles, the others wait
+                    if key in self._compile_failures:
+                        raise CompileError(self._compile_failures[key])
+                    if not os.path.exists(os.path.join(self.bin_cache, key)):
+                        self._compile_now(req, key, deadline)
+            finally:
+                with self._lock:  # later requests find the binary (or the failure) instead
+                    if self._compile_locks.get(key) is lock and not lock.locked():
+                        del self._compile_locks[key]
         return languages.compiled_program(req.language, req.code, key, req.memory_limit_mb)
 
     def _compile_now(self, req: RunRequest, key: str, deadline: float | None) -> None:
