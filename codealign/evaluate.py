@@ -288,6 +288,7 @@ def _plot(summary: dict, rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from codealign.metrics import mean_pass_at_k
 
@@ -306,6 +307,7 @@ def _plot(summary: dict, rows: list[dict], path: Path) -> None:
         pts = [(int(name.split("@")[1]), v) for name, v in summary["n_at_k"].items()]
         ax.plot([k for k, _ in pts], [v for _, v in pts], "s--", label=next(iter(summary["n_at_k"])).split("@")[0] + "@k")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("fraction of problems solved")
     ax.set_ylim(0, 1)

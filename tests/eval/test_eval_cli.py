@@ -174,3 +174,48 @@ def test_samples_with_the_hf_sampler_first(tmp_path, dataset, tiny_lm):
     args[args.index("--n") + 1] = "4"
     proc = codealign(*args, "--resume")
     assert proc.returncode == 2 and "settings differ" in proc.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sandbox_url_judges_on_running_services_with_the_same_figures(tmp_path, dataset):
+    import httpx
+
+    samples = tmp_path / "samples.jsonl"
+    write_samples(samples, [("10", fenced("print(int(input()) * 2)")), ("10", fenced("print(4)")),
+                            ("11", fenced("x = int(input())\nprint(x * x)")), ("11", "none")])
+    ports = [free_port(), free_port()]
+    servers = [subprocess.Popen([sys.executable, "-m", "sandbox", "serve", "--host", "127.0.0.1", "--port", str(p), "--workers", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
+    try:
+        for p in ports:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{p}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "sandbox service did not become ready"
+                time.sleep(0.2)
+        urls = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+        remote = codealign("--samples", str(samples), "--dataset", str(dataset), "--k", "1,2", "--out", str(tmp_path / "remote"), "--sandbox-url", urls)
+        assert remote.returncode == 0, remote.stderr
+        served = sum(int(line.split()[-1]) for p in ports for line in httpx.get(f"http://127.0.0.1:{p}/metrics").text.splitlines()
+                     if line.startswith("sandbox_executions_total"))
+    finally:
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=30)
+    local = codealign("--samples", str(samples), "--dataset", str(dataset), "--k", "1,2", "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("remote", "local"))
+    assert a["pass_at_k"] == b["pass_at_k"] == {"1": 0.5, "2": 1.0}
+    assert a["verdicts"] == b["verdicts"]
+    assert served == 3  # the three distinct programs ran on the services (the missing one never runs)
