@@ -304,7 +304,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if cfg.sampling.sampler == "vllm":
         from codealign.samplers.vllm import VLLMSampler
 
-        engine = VLLMSampler(cfg.model.name_or_path)
+        # the engine starts from the hub weights; sync() pushes the policy's before every sampling
+        engine = VLLMSampler(cfg.model.name_or_path, seed=cfg.seed, dtype=cfg.model.dtype)
     sampler = PolicySampler(cfg.sampling, tokenizer, engine)
     judge = Judge(cfg.judge, stop_on_first_failure=not cfg.reward.partial_credit)
     params = SamplingParams(
@@ -335,6 +336,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     def eval_row(round_index: int, extra: dict) -> dict:
         row = {"type": "round", "round": round_index, "algo": cfg.algo}
+        sampler.sync(acc.unwrap_model(trainer.policy))
         row.update(evaluate(acc.unwrap_model(trainer.policy), eval_problems, collector, cfg, acc, round_index))
         row.update(extra)
         row["elapsed_s"] = time.perf_counter() - t_start
