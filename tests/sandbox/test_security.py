@@ -361,3 +361,31 @@ def test_compiler_fed_an_endless_file_is_a_compile_error(ex):
     r = ex.run(RunRequest(language="cpp", code='#include "/dev/zero"\nint main() {}', tests=[T("", "")]))
     assert r.verdict == Verdict.CE and time.monotonic() - t0 < 130
     still_works(ex)
+
+
+@needs_root
+def test_jvm_with_its_own_proc_sees_only_its_namespace(ex):
+    """Java runs get a /proc (the JVM needs one) and no address-space rlimit: check that this /proc
+    shows only the program's own PID namespace and that heap bombs are still MLE."""
+    from sandbox import languages
+
+    if languages.availability()["java"]:
+        pytest.skip("no JDK installed")
+    code = f"""import java.io.*; import java.net.*; import java.util.*;
+public class Main {{ public static void main(String[] a) throws Exception {{
+  int n = 0; for (File f : new File("/proc").listFiles()) if (f.getName().matches("\\\\d+")) n++;
+  System.out.println("pids " + n);
+  System.out.println("service proc " + new File("/proc/{os.getpid()}/environ").canRead());
+  System.out.println("env " + System.getenv().containsKey("{CANARY_ENV}"));
+  try {{ new Socket("127.0.0.1", 9); System.out.println("net open"); }} catch (IOException e) {{ System.out.println("net blocked"); }}
+}} }}"""
+    r = ex.run(RunRequest(language="java", code=code, tests=[T("", "")]))
+    out = r.tests[0].stdout
+    assert "service proc false" in out and "env false" in out and "net blocked" in out, r.tests[0]
+    assert int(out.split("pids ")[1].split()[0]) <= 3  # the JVM itself (PID 1), nothing of the host
+    bomb = """import java.util.*;
+public class Main { public static void main(String[] a) { List<long[]> l = new ArrayList<>();
+  while (true) l.add(new long[1 << 20]); } }"""
+    r = ex.run(RunRequest(language="java", code=bomb, memory_limit_mb=256, tests=[T("", "")]))
+    assert r.verdict == Verdict.MLE, r.tests[0]
+    still_works(ex)
