@@ -156,20 +156,26 @@ def _sample(cfg: EvalConfig, problems: list, n: int, path: Path) -> dict[str, li
     todo = [(i, p) for i, p in enumerate(problems) if p.id not in done]
     if todo:
         sampler, tokenizer = _make_sampler(cfg)
+        # Several problems per sampler call when n is small, so batches stay full (hf: batch_size
+        # sequences; vllm/openai: ~256 sequences in flight).
+        per_call = max(1, (cfg.batch_size if cfg.sampler == "hf" else 256) // n)
         writer = _RowWriter(path)
         try:
             with _progress(cfg.progress) as bar:
                 task = bar.add_task("sampling", total=len(problems), completed=len(problems) - len(todo))
-                for i, p in todo:
-                    # One seed per problem: a resumed run draws the same samples as an uninterrupted one.
+                for start in range(0, len(todo), per_call):
+                    chunk = todo[start : start + per_call]
+                    # The seed follows the first problem's position, so a resumed run that redoes the
+                    # same chunks draws what an uninterrupted one would.
                     params = SamplingParams(
-                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i
+                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + chunk[0][0]
                     )
-                    (completions,) = sampler.sample([build_prompt(p, tokenizer, cfg.prompt_style)], n, params)
-                    texts = [c.text for c in completions]
-                    writer.write([{"problem_id": p.id, "completion": t} for t in texts])
-                    done[p.id] = texts
-                    bar.advance(task)
+                    prompts = [build_prompt(p, tokenizer, cfg.prompt_style) for _, p in chunk]
+                    for (_, p), completions in zip(chunk, sampler.sample(prompts, n, params)):
+                        texts = [c.text for c in completions]
+                        writer.write([{"problem_id": p.id, "completion": t} for t in texts])
+                        done[p.id] = texts
+                        bar.advance(task)
         finally:
             writer.close()
             sampler.close()
