@@ -309,6 +309,11 @@ def create_app(
         stats = engine_stats()
         return {"status": "ok", "workers": workers, "isolation": stats.get("isolation", "unknown")}
 
+    @app.get("/v1/ping")
+    async def ping():
+        """SandboxFusion's liveness probe: the JSON string "pong"."""
+        return "pong"
+
     @app.post("/v1/run", response_model=RunResult)
     async def run(req: RunRequest):
         """Judge one program against its tests."""

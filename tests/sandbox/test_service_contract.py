@@ -190,6 +190,11 @@ def run_code(url: str, **fields) -> httpx.Response:
     return post(url, "/run_code", body)
 
 
+def test_sandbox_fusion_ping_answers_pong(service_url):
+    resp = httpx.get(service_url + "/v1/ping", timeout=10)
+    assert resp.status_code == 200 and resp.json() == "pong"
+
+
 def test_run_code_success_returns_stdout(service_url):
     resp = run_code(service_url, code=ECHO_SUM, language="python", stdin="20 22\n")
     assert resp.status_code == 200, resp.text
