@@ -123,8 +123,8 @@ class AsyncSandboxClient:
     # -- interface -----------------------------------------------------------------------------
 
     async def run(self, req: RunRequest, timeout_s: float | None = None) -> RunResult:
-        """Judge one program; ``timeout_s`` bounds the whole call, retries included (TimeoutError)."""
-        return await asyncio.wait_for(self._run_one(req), timeout_s)
+        """Judge one program; ``timeout_s`` bounds it from when it is sent, retries included (TimeoutError)."""
+        return await self._run_one(req, timeout_s)
 
     async def run_many(
         self,
@@ -135,9 +135,12 @@ class AsyncSandboxClient:
     ) -> list[RunResult]:
         """Judge many programs concurrently; results in the order of ``reqs``.
 
-        ``on_result(i, result)`` is called as each result arrives. ``timeout_s`` bounds the whole call.
+        ``on_result(i, result)`` is called as each result arrives. ``timeout_s`` applies to each
+        request (as in LocalExecutor), counted from when it is sent: a batch's programs share one
+        deadline, and time waiting for the client's own concurrency limit does not count. A request
+        that runs out raises TimeoutError and the call stops.
         """
-        return await asyncio.wait_for(self._run_many(list(reqs), on_result), timeout_s)
+        return await self._run_many(list(reqs), on_result, timeout_s)
 
     async def register_tests(self, tests: Sequence[TestCase], url: str | None = None) -> str:
         """Store a test set on one endpoint (default: the next one) and return its id."""
@@ -174,16 +177,18 @@ class AsyncSandboxClient:
             self._slots = asyncio.Semaphore(self.max_concurrency)
         return self._slots
 
-    async def _run_one(self, req: RunRequest) -> RunResult:
+    async def _run_one(self, req: RunRequest, timeout_s: float | None) -> RunResult:
         async with self._slot():
-            data = await self._post("/v1/run", req.model_dump(mode="json"))
+            data = await asyncio.wait_for(self._post("/v1/run", req.model_dump(mode="json")), timeout_s)
         return RunResult.model_validate(data)
 
-    async def _run_batch(self, reqs: list[RunRequest], idxs: list[int], key: str, results: list, on_result) -> None:
+    async def _run_batch(
+        self, reqs: list[RunRequest], idxs: list[int], key: str, results: list, on_result, timeout_s: float | None
+    ) -> None:
         tests = reqs[idxs[0]].tests
         body = {"testset": key, "programs": [reqs[i].model_dump(mode="json", exclude={"tests"}) for i in idxs]}
         async with self._slot():
-            data = await self._post("/v1/batch", body, testset=(key, tests))
+            data = await asyncio.wait_for(self._post("/v1/batch", body, testset=(key, tests)), timeout_s)
         answers = data["results"]
         if len(answers) != len(idxs):
             raise SandboxUnavailable(f"batch answer has {len(answers)} results for {len(idxs)} programs")
@@ -192,12 +197,14 @@ class AsyncSandboxClient:
             if on_result is not None:
                 on_result(i, results[i])
 
-    async def _run_single(self, reqs: list[RunRequest], i: int, results: list, on_result) -> None:
-        results[i] = await self._run_one(reqs[i])
+    async def _run_single(self, reqs: list[RunRequest], i: int, results: list, on_result, timeout_s) -> None:
+        results[i] = await self._run_one(reqs[i], timeout_s)
         if on_result is not None:
             on_result(i, results[i])
 
-    async def _run_many(self, reqs: list[RunRequest], on_result: OnResult | None) -> list[RunResult]:
+    async def _run_many(
+        self, reqs: list[RunRequest], on_result: OnResult | None, timeout_s: float | None
+    ) -> list[RunResult]:
         results: list[RunResult | None] = [None] * len(reqs)
         by_tests: dict[str, list[int]] = defaultdict(list)
         singles: list[int] = []
@@ -213,8 +220,8 @@ class AsyncSandboxClient:
                 continue
             size = self.settings.batch_size
             for start in range(0, len(idxs), size):
-                jobs.append(self._run_batch(reqs, idxs[start : start + size], key, results, on_result))
-        jobs.extend(self._run_single(reqs, i, results, on_result) for i in sorted(singles))
+                jobs.append(self._run_batch(reqs, idxs[start : start + size], key, results, on_result, timeout_s))
+        jobs.extend(self._run_single(reqs, i, results, on_result, timeout_s) for i in sorted(singles))
         tasks = [asyncio.ensure_future(job) for job in jobs]
         try:
             await asyncio.gather(*tasks)

@@ -196,3 +196,17 @@ def test_make_client_without_url_judges_in_process():
         assert isinstance(client, LocalExecutor)
         assert [r.verdict.value for r in client.run_many(reqs)] == want
         assert client.run(reqs[1]).verdict.value == "WA"
+
+
+def test_timeout_applies_to_each_request_and_raises(server_url):
+    slow = RunRequest(code="import time\ntime.sleep(3)", tests=[TestCase(input="", output="")], time_limit_s=5)
+    fast = [RunRequest(code=f"print({k})", tests=[TestCase(input="", output=str(k))]) for k in range(3)]
+    with SandboxClient(server_url) as client:
+        assert [r.verdict.value for r in client.run_many(fast, timeout_s=30)] == ["AC"] * 3
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.run(slow, timeout_s=0.5)
+        with pytest.raises(TimeoutError):
+            client.run_many([*fast, slow], timeout_s=0.8)
+        assert time.monotonic() - start < 2.5
+        assert client.run(fast[0]).verdict.value == "AC"  # still usable
