@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--queue-timeout", type=float, default=10.0, help="Seconds a single request waits for a worker before 504 (default 10)."
     )
+    serve.add_argument("--max-body-mb", type=int, default=256, help="Largest request body, MiB (default 256).")
     serve.add_argument(
         "--isolate", choices=["auto", "on", "off"], default="auto",
         help="on: refuse to start without full isolation; auto (default): fall back to rlimits with a warning.",
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = ServiceSettings(
-            workers=args.workers, max_queue=args.max_queue, queue_timeout_s=args.queue_timeout, isolate=args.isolate
+            workers=args.workers, max_queue=args.max_queue, queue_timeout_s=args.queue_timeout, isolate=args.isolate,
+            max_body_bytes=args.max_body_mb << 20,
         )
     except ValidationError as e:
         print(f"error: {e}", file=sys.stderr)

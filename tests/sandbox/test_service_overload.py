@@ -60,3 +60,12 @@ def test_batch_is_admitted_whole_and_waits_for_workers(spawn_server):
     resp = httpx.post(url + "/v1/batch", json={"testset": key, "programs": programs}, timeout=60)
     assert resp.status_code == 200, resp.text
     assert [r["verdict"] for r in resp.json()["results"]] == ["AC", "WA", "AC"]
+
+
+def test_oversized_body_is_413_and_the_service_keeps_serving(spawn_server):
+    url = spawn_server("--max-body-mb", "1", workers=1)
+    big = {"code": "print(1)", "tests": [{"input": "x" * (2 << 20), "output": "1"}]}
+    resp = httpx.post(url + "/v1/run", json=big, timeout=60)
+    assert resp.status_code == 413 and "exceeds the limit" in resp.json()["detail"]
+    ok = httpx.post(url + "/v1/run", json={"code": "print(1)", "tests": [{"input": "", "output": "1"}]}, timeout=60)
+    assert ok.json()["verdict"] == "AC"
