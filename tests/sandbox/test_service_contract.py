@@ -111,9 +111,13 @@ def test_run_java_when_a_jdk_is_present_else_a_clear_error(service_url, request)
         (None, {"code": "x", "tests": "not a list"}, 422, "tests"),
         (None, ["not", "an", "object"], 422, "body"),
         (None, {"code": "x", "tests": [], "surprise": 1}, 422, "surprise"),
+        (None, {"code": "x", "tests": SUM_TESTS, "checker": "nope"}, 400, "unknown checker"),
+        (None, {"language": "cpp", "code": "int main(){}", "fn_name": "f", "tests": [{"input": [1], "output": 1}]}, 400,
+         "fn_name"),
     ],
     ids=["malformed-json", "unknown-language", "negative-time", "negative-memory", "missing-code",
-         "test-without-output", "tests-not-list", "body-not-object", "unknown-field"],
+         "test-without-output", "tests-not-list", "body-not-object", "unknown-field", "unknown-checker",
+         "fn-name-with-cpp"],
 )
 def test_bad_requests_get_a_clear_4xx_and_the_service_keeps_serving(service_url, raw, body, status, phrase):
     if raw is not None:
