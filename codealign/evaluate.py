@@ -62,7 +62,7 @@ class EvalConfig(BaseModel):
     sandbox_urls: list[str] = Field(default_factory=list, description="Sandbox services; empty = the in-process executor.")
     workers: int | None = Field(default=None, gt=0, description="In-process executor workers (None = one per core).")
     stop_on_first_failure: bool = Field(default=False, description="Faster judging; disables n@k and the test-case average.")
-    judge_chunk: int = Field(default=512, gt=0, description="Samples handed to the judge per batch.")
+    judge_chunk: int = Field(default=2048, gt=0, description="Samples handed to the judge per batch (bounds memory; results are written as they arrive).")
     resume: bool = False
     progress: bool = True
 
@@ -126,7 +126,10 @@ def _make_sampler(cfg: EvalConfig):
     if cfg.sampler == "vllm":
         from codealign.samplers.vllm import VLLMSampler
 
-        return VLLMSampler(cfg.model, seed=cfg.seed), tokenizer
+        try:
+            return VLLMSampler(cfg.model, seed=cfg.seed), tokenizer
+        except ImportError as e:
+            raise EvalError(str(e)) from e
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -171,7 +174,14 @@ def _sample(cfg: EvalConfig, problems: list, n: int, path: Path) -> dict[str, li
                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + chunk[0][0]
                     )
                     prompts = [build_prompt(p, tokenizer, cfg.prompt_style) for _, p in chunk]
-                    for (_, p), completions in zip(chunk, sampler.sample(prompts, n, params)):
+                    try:
+                        sampled = sampler.sample(prompts, n, params)
+                    except (ConnectionError, RuntimeError) as e:  # server down or refusing; model errors
+                        raise EvalError(
+                            f"sampling failed ({type(e).__name__}: {e}); the {len(done)} problems sampled so far are "
+                            f"kept in {path}, rerun with --resume to continue"
+                        ) from e
+                    for (_, p), completions in zip(chunk, sampled):
                         texts = [c.text for c in completions]
                         writer.write([{"problem_id": p.id, "completion": t} for t in texts])
                         done[p.id] = texts
@@ -191,7 +201,7 @@ def _judge(cfg: EvalConfig, problems: dict, completions: dict[str, list[str]], p
 
     from codealign.judge import judge_many, outcome, program_from_completion
 
-    rows = [r for r in _read_complete_rows(path) if r["problem_id"] in completions]
+    rows = [r for r in _read_complete_rows(path) if r["sample_index"] < len(completions.get(r["problem_id"], ()))]
     done = {(r["problem_id"], r["sample_index"]) for r in rows}
     known = {(r["problem_id"], r["code"]): r for r in rows}  # earlier verdicts, reused for duplicates
     pending: list[tuple[str, int, str | None]] = []
