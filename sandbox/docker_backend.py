@@ -27,7 +27,9 @@ class DockerSandboxSettings(BaseModel):
     image: str = Field(default="codealign-sandbox:latest", description="The image built from the repo's Dockerfile.")
     host: str = Field(default="127.0.0.1", description="Host address the service port is published on.")
     port: int | None = Field(default=None, description="Host port; None picks a free one.")
-    workers: int = Field(default=0, ge=0, description="Service workers; 0 = one per core the container sees.")
+    workers: int = Field(
+        default=0, ge=0, description="Service workers; 0 = one per CPU of `cpus` if set, else one per visible core."
+    )
     cpus: float | None = Field(default=None, gt=0, description="CPU quota for the container (docker --cpus).")
     memory_mb: int | None = Field(default=None, gt=0, description="Memory cap for the container, MiB.")
     security: Literal["narrow", "privileged", "none"] = Field(
@@ -76,7 +78,7 @@ class DockerSandbox:
             client.images.pull(s.image)
         kwargs: dict[str, Any] = {
             "ports": {f"{CONTAINER_PORT}/tcp": (s.host, s.port)},
-            "command": ["--workers", str(s.workers)],  # appended to the image's `serve` entrypoint
+            "command": ["--workers", str(self.workers())],  # appended to the image's `serve` entrypoint
             "name": s.name,
             **security_options(s.security),
         }
@@ -95,6 +97,14 @@ class DockerSandbox:
             self.stop()
             raise
         return self.url
+
+    def workers(self) -> int:
+        """Service workers: as configured, else one per CPU of the quota (the container sees every core,
+        and more workers than CPUs would make programs share them), else 0 (one per visible core)."""
+        s = self.settings
+        if s.workers:
+            return s.workers
+        return max(1, int(s.cpus)) if s.cpus is not None else 0
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s

@@ -22,10 +22,17 @@ def test_security_options_are_the_documented_flags():
     assert set(narrow["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
 
 
+def test_workers_follow_the_cpu_quota_unless_set():
+    assert DockerSandbox("x", cpus=1.5).workers() == 1
+    assert DockerSandbox("x", cpus=3).workers() == 3
+    assert DockerSandbox("x", cpus=3, workers=2).workers() == 2
+    assert DockerSandbox("x").workers() == 0
+
+
 def test_docker_sandbox_starts_serves_and_is_removed(docker_image):
     import docker
 
-    sandbox = DockerSandbox(docker_image, workers=1, cpus=1.0, memory_mb=1024)
+    sandbox = DockerSandbox(docker_image, cpus=1.0, memory_mb=1024)  # one worker for one CPU
     with sandbox as url:
         container_id = sandbox.container.id
         assert url.startswith("http://127.0.0.1:")
