@@ -5,6 +5,7 @@ on_result=None) -> list[RunResult]`` (concurrent, order preserved), ``close()`` 
 manager; all are thread-safe. :func:`make_client` picks the backend:
 
 - no URL: :class:`sandbox.local.LocalExecutor`, warm workers in this process (the default for codealign);
+- ``"docker://IMAGE"``: the same over a service container started for the run (docker SDK);
 - one or more URLs of ``python -m sandbox serve`` replicas: :class:`SandboxClient` (sync), built on
   :class:`AsyncSandboxClient` (asyncio), which
   * batches: programs in one ``run_many`` that share their tests go through the test-set path
@@ -402,15 +403,45 @@ class SandboxClient:
         self.close()
 
 
+class DockerSandboxClient(SandboxClient):
+    """A :class:`SandboxClient` over a service container it started itself, removed again on close()."""
+
+    def __init__(self, image: str, workers: int | None = None, **overrides: Any):
+        from sandbox.docker_backend import DockerSandbox
+
+        self.container = DockerSandbox(image, workers=workers or 0)
+        url = self.container.start()
+        try:
+            super().__init__(url, **overrides)
+        except BaseException:
+            self.container.stop()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.container.stop()
+
+
+DOCKER_SCHEME = "docker://"
+
+
 def make_client(urls: str | Sequence[str] | None = None, *, workers: int | None = None):
     """The judge client codealign uses.
 
-    ``urls`` None (or empty): an in-process :class:`sandbox.local.LocalExecutor` with ``workers``
-    warm workers (None: one per core). Otherwise a :class:`SandboxClient` over those service URLs
-    (a comma-separated string or a list); ``workers`` is then the server's business and is ignored.
+    - ``urls`` None (or empty): an in-process :class:`sandbox.local.LocalExecutor` with ``workers``
+      warm workers (None: one per core);
+    - ``"docker://IMAGE"``: start the service image (default ``codealign-sandbox:latest``) with the
+      docker SDK, judge there with ``workers`` workers, remove the container on close();
+    - service URLs (a comma-separated string or a list): a :class:`SandboxClient`; ``workers`` is then
+      the servers' business and is ignored.
     """
     if urls is None or (isinstance(urls, str) and not urls.strip()) or (not isinstance(urls, str) and not list(urls)):
         from sandbox.local import LocalExecutor  # lazily: the engine is heavier than the HTTP client
 
         return LocalExecutor(workers)
+    if isinstance(urls, str) and urls.strip().startswith(DOCKER_SCHEME):
+        image = urls.strip()[len(DOCKER_SCHEME):] or "codealign-sandbox:latest"
+        return DockerSandboxClient(image, workers)
     return SandboxClient(urls)

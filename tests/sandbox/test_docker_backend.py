@@ -78,3 +78,16 @@ def test_without_the_namespace_flags_the_image_refuses_to_start(docker_image):
     assert sandbox.container is None  # removed
     leftovers = docker.from_env().containers.list(all=True, filters={"ancestor": docker_image})
     assert not [c for c in leftovers if c.status != "running"]
+
+
+def test_make_client_docker_scheme_starts_and_removes_its_container(docker_image):
+    import docker
+
+    engine = docker.from_env()
+    before = {c.id for c in engine.containers.list(all=True)}
+    with make_client("docker://" + docker_image, workers=1) as client:
+        ids = {c.id for c in engine.containers.list(all=True)} - before
+        assert len(ids) == 1  # its own container
+        reqs = [RunRequest(code=f"print({k})", tests=[TestCase(input="", output=str(k))]) for k in range(3)]
+        assert [r.verdict.value for r in client.run_many(reqs)] == ["AC"] * 3
+    assert not ({c.id for c in engine.containers.list(all=True)} & ids)
