@@ -67,3 +67,13 @@ def test_stop_strings_cut_text_and_tokens(lm):
         full = tok.decode(c.token_ids, skip_special_tokens=True)
         assert full.startswith(c.text) and any(s in full for s in params.stop)
         assert not any(s in tok.decode(c.token_ids[:-1], skip_special_tokens=True) for s in params.stop)
+
+
+def test_static_cache_option_generates_the_same_greedy_tokens(lm):
+    """The static KV cache (compiled on GPU; plain on CPU) must not change what is generated."""
+    model, tok = lm
+    prompts = ["def add(a, b):\n", "### Problem\nPrint the reverse of a string.\n\n### Answer\n"]
+    params = SamplingParams(max_new_tokens=8, temperature=0)
+    plain = HFSampler(model, tok, batch_size=2).sample(prompts, 1, params)
+    static = HFSampler(model, tok, batch_size=2, static_cache=True).sample(prompts, 1, params)
+    assert [c.token_ids for (c,) in plain] == [c.token_ids for (c,) in static]
