@@ -8,6 +8,8 @@ sequence generates exactly ``--new-tokens`` tokens (EOS disabled) so the modes d
 
     python benchmarks/sampler_throughput.py                       # tiny model on CPU
     python benchmarks/sampler_throughput.py --device cuda         # ~0.5B Qwen2-shaped model, bf16
+
+On an H100/H200 the GPU run takes about 3-5 minutes (the first static-cache call per batch size compiles).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default=None, help="comma-separated (default: 64,256 on cuda, 16 on cpu)")
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=None, help="default: 256 on cuda, 64 on cpu")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="timed calls per setting after one warm-up call")
     args = ap.parse_args()
     cuda = args.device == "cuda"
     shape = args.shape or ("0.5b" if cuda else "tiny")
@@ -69,6 +71,9 @@ def main() -> None:
     model = build(shape, args.device)
     n_params = sum(p.numel() for p in model.parameters())
     name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    import transformers
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     print(f"{shape} Qwen2-shaped model, {n_params / 1e6:.1f}M parameters, on {name}; prompt {prompt_len} tokens, {new_tokens} new tokens per sequence")
     print(f"{'batch':>6} {'mode':<28} {'new tok/s':>10} {'s/call':>8}  (first call incl. compile: s)")
     for batch in batches:
