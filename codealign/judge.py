@@ -8,6 +8,7 @@ average need.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -165,7 +166,12 @@ def outcome(problem: Problem, result: RunResult) -> Outcome:
     start = len(problem.public_tests) + (len(problem.private_tests) if problem.generated_tests else 0)
     h = hashlib.sha256()
     for t in tests[start : start + len(cluster)]:
-        behaviour = " ".join(t.stdout.split()) if t.verdict in (Verdict.AC, Verdict.WA) else t.verdict.value
+        if t.verdict in (Verdict.AC, Verdict.WA):
+            # Call-based tests: the return value (when the sandbox reports it), else what was printed.
+            value = getattr(t, "value", None)
+            behaviour = json.dumps(value, sort_keys=True, default=repr) if value is not None else " ".join(t.stdout.split())
+        else:
+            behaviour = t.verdict.value
         h.update(behaviour.encode("utf-8", "replace") + b"\x00")
     if not tests:
         h.update(result.verdict.value.encode())
