@@ -91,3 +91,37 @@ def test_unknown_hub_name_without_cache_gives_a_clear_error(monkeypatch, tmp_pat
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(DatasetFormatError, match="could not load 'deepmind/code_contests'"):
         load_problems("code_contests", split="test")
+
+
+HUB_CACHE_SCRIPT = r"""
+import glob, os, shutil, sys
+import datasets
+from codealign.loaders import load_problems
+
+data = sys.argv[1]
+# Let datasets write its own cache for the rows, then put it where a Hub download of
+# deepmind/code_contests would have left it (<cache>/deepmind___code_contests/<config>/<version>/<hash>).
+datasets.load_dataset("json", data_files={"test": data}, split="test")
+root = datasets.config.HF_DATASETS_CACHE
+built = [p for p in glob.glob(os.path.join(root, "json", "*", "*", "*")) if os.path.isdir(p)][0]
+target = os.path.join(root, "deepmind___code_contests", "default", "0.0.0", os.path.basename(built))
+shutil.copytree(built, target)
+os.rename(os.path.join(target, "json-test.arrow"), os.path.join(target, "code_contests-test.arrow"))
+datasets.config.HF_HUB_OFFLINE = True  # from here on, as on a machine without Hub access
+problems = load_problems("deepmind/code_contests", split="test")
+print(len(problems), problems[0].id, problems[0].split, problems[0].checker, len(problems[0].all_tests()))
+"""
+
+
+@needs_data
+def test_hub_name_loads_through_datasets_from_the_offline_cache(tmp_path):
+    """The real ``datasets.load_dataset("deepmind/code_contests")`` path, served from a local HF cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "0"}
+    out = subprocess.run([sys.executable, "-c", HUB_CACHE_SCRIPT, str(DATA / "code_contests" / "train.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["300", "846_E.", "Chemistry", "in", "Berland", "test", "codecontests", "10"]
