@@ -7,7 +7,8 @@ Policy (in this order):
    not close (it ran out of tokens) counts, up to the end of the text. Models often restate a snippet or
    show usage before the final answer, so the last block is the answer; a tagged block beats untagged
    ones because untagged blocks are usually sample input/output.
-2. No fence at all: the whole text, when it parses as Python (``ast.parse``).
+2. No fence at all: the whole text, when it parses as Python (``ast.parse``) and is more than bare
+   names or constants (a one-word answer such as ``none`` parses, but is prose, not a program).
 3. Otherwise ``None`` (no program; judged as a compile error).
 
 A completion that *continues* an opened fence (code, then a closing fence, then prose) is handled by
@@ -53,6 +54,14 @@ def parses(code: str) -> bool:
     return True
 
 
+def _is_program(code: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Name, ast.Constant))) for node in tree.body)
+
+
 def extract_code(completion: str) -> str | None:
     """The program in a model's completion, or ``None`` when there is none (see the module policy)."""
     blocks = [(tag, body) for tag, body in _blocks(completion) if body.strip()]
@@ -60,7 +69,7 @@ def extract_code(completion: str) -> str | None:
         python = [body for tag, body in blocks if tag in _PYTHON_TAGS]
         code = (python or [body for _, body in blocks])[-1]
         return code.strip("\n") + "\n"
-    if "```" not in completion and completion.strip() and parses(completion):
+    if "```" not in completion and completion.strip() and _is_program(completion):
         return completion.strip("\n") + "\n"
     return None
 

@@ -60,6 +60,8 @@ def test_raw_code_without_fences_is_taken_when_it_parses():
     raw = "def f(a):\n    return a * 2\n\nprint(f(int(input())))\n"
     assert extract_code(raw) == raw
     assert extract_code("I think the answer is to use dynamic programming.") is None
+    assert extract_code("none") is None and extract_code("42\n") is None  # parse, but are not programs
+    assert extract_code("print(42)") == "print(42)\n"
     assert extract_code("") is None
     assert extract_code("```python\n\n```") is None  # an empty block is no program
 
