@@ -177,6 +177,10 @@ class Worker:
             pid = isolation.fork_into_new_pid_namespace() if self.isolated else os.fork()
             if pid == 0:
                 _program(self, job, code, args, stdin_fd, out_w, err_w, res_w)  # never returns
+        except BaseException:
+            for fd in (out_r, err_r, res_r):
+                os.close(fd)
+            raise
         finally:
             for fd in (out_w, err_w, res_w, stdin_fd):
                 os.close(fd)
@@ -351,6 +355,7 @@ def _program(wk: Worker, job: dict, code, args: bytes | None, stdin_fd: int, out
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
                "LC_ALL": "C.UTF-8"}
         env.update(job.get("env", {}))
+        wk.codes.clear()  # other programs this worker ran stay out of reach (this copy only)
         if job["mode"] == "exec":
             argv = [a.replace("{bin}", wk.bin_inside()).replace("{work}", work) for a in job["argv"]]
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
