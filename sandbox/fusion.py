@@ -170,3 +170,10 @@ def to_fusion_response(req: RunCodeRequest, result: RunResult) -> RunCodeRespons
         compile_result=compile_result,
         run_result=run_result,
     )
+
+
+def wall_clock_exceeded(req: RunCodeRequest, wall_s: float) -> RunCodeResponse:
+    """The answer when the program was still running after the request's wall-clock budget."""
+    run_result = CommandRunResult(status=CommandRunStatus.TimeLimitExceeded, execution_time=wall_s, stdout="", stderr="")
+    return RunCodeResponse(status=RunStatus.Failed, message=f"TLE: still running after {wall_s:g} s (wall clock)",
+                           run_result=run_result)

@@ -31,7 +31,14 @@ from pydantic import BaseModel, Field, ValidationError
 
 from sandbox.batch import BatchRequest, BatchResponse, TestSetRef, TestSetRequest, testset_id
 from sandbox.errors import BadRequest
-from sandbox.fusion import RunCodeRequest, RunCodeResponse, sandbox_error, to_fusion_response
+from sandbox.fusion import (
+    COMPILED_LANGUAGES,
+    RunCodeRequest,
+    RunCodeResponse,
+    sandbox_error,
+    to_fusion_response,
+    wall_clock_exceeded,
+)
 from sandbox.metrics import ServiceMetrics
 from sandbox.spec import RunRequest, RunResult, TestCase
 
@@ -110,8 +117,7 @@ class Admission:
         self.waiting -= n
         self._publish()
 
-    @contextlib.asynccontextmanager
-    async def slot(self, timeout_s: float | None):
+    async def acquire(self, timeout_s: float | None) -> None:
         """Wait (at most ``timeout_s``; None: as long as it takes) for a worker for one admitted program."""
         try:
             if timeout_s is None or not self._sem.locked():  # a free worker is taken without waiting
@@ -127,12 +133,12 @@ class Admission:
         self.waiting -= 1
         self.running += 1
         self._publish()
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self._sem.release()
-            self._publish()
+
+    def release(self) -> None:
+        """The engine has finished with the program (not merely the request that asked for it)."""
+        self.running -= 1
+        self._sem.release()
+        self._publish()
 
 
 class TestSetStore:
@@ -280,23 +286,38 @@ def create_app(
             metrics.inc("sandbox_cache_hits_total")
         metrics.observe_latency(seconds)
 
-    async def judge(req: RunRequest, wait_s: float | None) -> RunResult:
-        """Judge one admitted program on a worker thread (raises Overloaded, BadRequest...)."""
-        async with state["admission"].slot(wait_s):
-            start = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(state["pool"], state["executor"].run, req)
-            record(req, result, time.perf_counter() - start)
-            return result
+    async def judge(req: RunRequest, wait_s: float | None, wall_s: float | None = None) -> RunResult:
+        """Judge one admitted program on a worker thread (raises Overloaded, BadRequest...).
 
-    async def judge_single(req: RunRequest, route: str) -> RunResult | JSONResponse:
+        ``wall_s``: answer TimeoutError after that many seconds of judging. The worker stays taken
+        until the engine really finishes (its own backstop kills the program), and so does the
+        admission slot, even when the request that asked is gone: the count stays honest.
+        """
+        admission: Admission = state["admission"]
+        await admission.acquire(wait_s)
+        start = time.perf_counter()
+        try:
+            future = asyncio.get_running_loop().run_in_executor(state["pool"], state["executor"].run, req)
+        except BaseException:
+            admission.release()
+            raise
+
+        def finished(f: asyncio.Future) -> None:
+            admission.release()
+            if not f.cancelled() and f.exception() is None:  # exception() also marks it retrieved
+                record(req, f.result(), time.perf_counter() - start)
+
+        future.add_done_callback(finished)
+        return await asyncio.wait_for(asyncio.shield(future), wall_s)
+
+    async def judge_single(req: RunRequest, route: str, wall_s: float | None = None) -> RunResult | JSONResponse:
         try:
             state["admission"].admit(1)
         except Overloaded as e:
             metrics.inc("sandbox_rejected_total", route=route)
             return _overloaded(str(e))
         try:
-            return await judge(req, settings.queue_timeout_s)
+            return await judge(req, settings.queue_timeout_s, wall_s)
         except Overloaded as e:
             metrics.inc("sandbox_rejected_total", route=route)
             return _overloaded(str(e))
@@ -372,10 +393,14 @@ def create_app(
             req = body.to_run_request()
         except ValidationError as e:
             return _error(422, _describe_validation(e.errors()))
+        # SandboxFusion's limits are wall-clock: answer by then (its clients give up soon after).
+        wall_s = body.run_timeout + (body.compile_timeout if body.language in COMPILED_LANGUAGES else 0.0) + 1.0
         try:
-            outcome = await judge_single(req, "/run_code")
+            outcome = await judge_single(req, "/run_code", wall_s)
         except BadRequest as e:
             return _error(400, str(e))
+        except asyncio.TimeoutError:
+            return wall_clock_exceeded(body, wall_s)
         except Exception as e:  # SandboxFusion reports its own failures in the body, with 200
             log.exception("run_code failed")
             return sandbox_error(f"sandbox failure: {type(e).__name__}: {e}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 import httpx
 import pytest
@@ -236,6 +237,16 @@ def test_run_code_timeout_is_time_limit_exceeded(service_url):
     body = run_code(service_url, code="while True: pass", language="python", run_timeout=1).json()
     assert body["status"] == "Failed"
     assert body["run_result"]["status"] == "TimeLimitExceeded" and body["run_result"]["return_code"] is None
+
+
+def test_run_code_time_limit_is_wall_clock_as_in_sandbox_fusion(service_url):
+    """A sleeping program uses no CPU; SandboxFusion's run_timeout is wall clock, so it is TLE by then."""
+    start = time.monotonic()
+    body = run_code(service_url, code="import time\ntime.sleep(30)", language="python", run_timeout=1).json()
+    assert time.monotonic() - start < 6  # the answer comes near run_timeout + 1 s, not at the engine's backstop
+    assert body["status"] == "Failed" and body["run_result"]["status"] == "TimeLimitExceeded"
+    ok = run_code(service_url, code="print(7)", language="python").json()  # waits for the freed worker if needed
+    assert ok["status"] == "Success" and ok["run_result"]["stdout"] == "7\n"
 
 
 @pytest.mark.parametrize(
