@@ -46,6 +46,7 @@ NPROC_LIMIT = 64  # processes + threads per test (RLIMIT_NPROC of the worker's o
 NOFILE_LIMIT = 128  # open files per test
 FSIZE_LIMIT_MB = 64  # largest file a program may write in its temp dir
 STDERR_CAP = 256 * 1024  # bytes of stderr kept per test; the rest is drained and dropped
+VALUE_CAP = 64 * 1024  # chars of JSON: larger call-based return values are not carried back
 WALL_FACTOR, WALL_EXTRA_S = 3.0, 1.0  # wall-clock backstop = time_limit * 3 + 1 s (TLE is CPU time;
 # the backstop catches sleeping or blocked programs, with room for a loaded machine)
 
@@ -227,7 +228,7 @@ class LocalExecutor:
                  isolate: str = "auto", tmp_mb: int = 256, memory_cgroup: bool = True) -> None:
         if isolate not in ("auto", "on", "off"):
             raise ValueError("isolate must be 'auto', 'on' or 'off'")
-        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.workers = max(1, workers or len(os.sched_getaffinity(0)) or 1)  # the cores we may use
         self.isolate, self.tmp_mb, self.memory_cgroup = isolate, tmp_mb, memory_cgroup
         self.bin_cache = bin_cache or DEFAULT_BIN_CACHE
         os.makedirs(self.bin_cache, mode=0o711, exist_ok=True)
@@ -497,7 +498,7 @@ class LocalExecutor:
         header: dict[str, Any] = {
             "op": "run", "mode": prog.mode, "code_id": prog.code_id, "argv": prog.argv,
             "cpu_s": int(math.ceil(tl)) + 1,
-            "wall_s": tl * WALL_FACTOR + WALL_EXTRA_S,
+            "wall_s": _wall_limit(req),
             "as_mb": req.memory_limit_mb if prog.address_space else None,
             "stack_mb": min(req.memory_limit_mb, 1024),
             "nproc": NPROC_LIMIT + prog.extra_nproc,
@@ -542,7 +543,7 @@ class LocalExecutor:
         if h["ole"]:
             v, msg = Verdict.OLE, f"more than {req.output_limit_mb} MiB of output"
         elif h["wall_timeout"]:
-            v, msg = Verdict.TLE, f"wall-clock backstop ({tl * WALL_FACTOR + WALL_EXTRA_S:g} s) reached"
+            v, msg = Verdict.TLE, f"wall-clock limit ({_wall_limit(req):g} s) reached"
         elif cpu > tl or sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= math.ceil(tl) + 0.9):
             v, msg = Verdict.TLE, f"CPU time {cpu:.2f} s > {tl:g} s"
         elif h.get("cgroup_oom"):  # some process of the tree was OOM-killed, even if main survived
@@ -564,6 +565,8 @@ class LocalExecutor:
             if "value" not in child:
                 v, msg = Verdict.RE, "the function returned no value to the judge"
             else:
+                if len(json.dumps(child["value"])) <= VALUE_CAP:
+                    tr.value = child["value"]
                 ok, why = check_value(req.checker, child["value"], test.output)
                 v, msg = (Verdict.AC, "") if ok else (Verdict.WA, why)
         else:
@@ -571,6 +574,13 @@ class LocalExecutor:
             v, msg = (Verdict.AC, "") if ok else (Verdict.WA, why)
         tr.verdict, tr.message = v, msg
         return tr
+
+
+def _wall_limit(req: RunRequest) -> float:
+    """Seconds of wall clock a test may take: the request's own limit, else the backstop."""
+    if req.wall_time_limit_s is not None:
+        return req.wall_time_limit_s
+    return req.time_limit_s * WALL_FACTOR + WALL_EXTRA_S
 
 
 def _signame(sig: int) -> str:

@@ -62,6 +62,12 @@ class RunRequest(BaseModel):
     output_limit_mb: int = Field(
         default=64, gt=0, le=1024, description="stdout cap per test, MiB; more output is OLE (and stops the program)."
     )
+    wall_time_limit_s: float | None = Field(
+        default=None, gt=0, le=600,
+        description="Wall-clock limit per test, seconds (then SIGKILL and TLE). None: the backstop "
+        "3 * time_limit_s + 1, which leaves room for a loaded machine; set it where callers count wall time "
+        "(e.g. SandboxFusion's run_timeout).",
+    )
     max_output_chars: int = Field(
         default=4096, ge=0, le=64 * 1024 * 1024,
         description="How much of each test's stdout/stderr the result carries back (characters); the checker "
@@ -85,6 +91,7 @@ class TestResult(BaseModel):
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     message: str = ""  # human-readable detail (e.g. the checker's reason for WA)
+    value: Any = None  # call-based tests: the return value as JSON data (None if its JSON exceeds 64 KiB)
 
 
 class RunResult(BaseModel):

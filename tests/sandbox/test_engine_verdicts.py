@@ -264,3 +264,25 @@ t = threading.Thread(target=main); t.start(); t.join()
 """
     r = ex.run(RunRequest(code=code, tests=[T("", "100000")]))
     assert r.verdict == Verdict.AC, r.tests[0]
+
+
+def test_wall_time_limit_overrides_the_backstop(ex):
+    import time
+
+    t0 = time.monotonic()
+    r = ex.run(RunRequest(code="import time\ntime.sleep(30)", time_limit_s=5, wall_time_limit_s=0.7,
+                          tests=[T("", "")]))
+    assert r.verdict == Verdict.TLE and time.monotonic() - t0 < 5
+    assert "0.7 s" in r.tests[0].message
+    ok = ex.run(RunRequest(code="import time\ntime.sleep(0.3)\nprint(1)", time_limit_s=0.1, wall_time_limit_s=5,
+                           tests=[T("", "1")]))
+    assert ok.verdict == Verdict.AC  # sleeping uses wall time, not CPU time
+
+
+def test_call_based_results_carry_the_return_value(ex):
+    r = ex.run(RunRequest(code="def f(n): return [n, str(n)]", fn_name="f", tests=[T([3], [[3, "3"]]), T([4], [0])]))
+    assert [t.value for t in r.tests] == [[3, "3"], [4, "4"]]
+    big = ex.run(RunRequest(code="def f(): return 'x' * 100000", fn_name="f", tests=[T([], "")]))
+    assert big.tests[0].value is None and big.verdict == Verdict.WA
+    stdin = ex.run(RunRequest(code="print(1)", tests=[T("", "1")]))
+    assert stdin.tests[0].value is None
