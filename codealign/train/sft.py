@@ -1,0 +1,166 @@
+"""Warm-start SFT: teach a fresh model the prompt -> fenced-program format on reference solutions.
+
+Loss on response tokens only (the prompt is context, not a target). Kept deliberately short: the
+``tiny`` default stops while sampling at temperature 1.0 still fails often, so the later gains of
+``codealign train`` come from execution rewards, not from more imitation.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IGNORE_INDEX = -100
+
+
+class SFTConfig(BaseModel):
+    """Warm-start SFT settings (defaults tuned for the ``tiny`` preset on 2 CPU cores)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=300, ge=0, description="Optimizer steps.")
+    batch_size: int = Field(default=32, gt=0, description="Sequences per step.")
+    lr: float = Field(default=2e-3, gt=0, description="Peak AdamW learning rate (linear warmup, then cosine decay).")
+    warmup_steps: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    seed: int = 0
+
+
+def format_response(code: str, eos_token: str | None = None) -> str:
+    """The completion the model is taught to write: one fenced Python block (then EOS, if given)."""
+    return f"```python\n{code.rstrip()}\n```" + (eos_token or "")
+
+
+def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per example; prompt and response tokenized apart, as a sampler sees them."""
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        p = tokenizer(prompt, add_special_tokens=False).input_ids
+        r = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        out.append((p + r, [IGNORE_INDEX] * len(p) + r))
+    return out
+
+
+def sft(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], config: SFTConfig | None = None,
+        log: Callable[[dict], None] | None = None):
+    """Fine-tune ``model`` in place on (prompt, response) pairs; return it in eval mode.
+
+    ``responses`` are full completions without EOS (EOS is appended as a target). ``log`` receives
+    ``{"sft_step", "sft_loss", "sft_lr"}`` every 10 steps.
+    """
+    import math
+
+    import torch
+
+    config = config or SFTConfig()
+    if not prompts:
+        raise ValueError("sft needs at least one (prompt, response) pair")
+    examples = _encode(tokenizer, prompts, responses)
+    rng = random.Random(config.seed)  # batch order; nothing else is random (no dropout in the tiny model)
+    optim = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return config.lr * (step + 1) / config.warmup_steps
+        frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    model.train()
+    order: list[int] = []
+    for step in range(config.steps):
+        if len(order) < config.batch_size:
+            extra = list(range(len(examples)))
+            rng.shuffle(extra)
+            order += extra
+        batch = [examples[i] for i in order[: config.batch_size]]
+        del order[: config.batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (x, y) in enumerate(batch):
+            ids[row, : len(x)] = torch.tensor(x)
+            labels[row, : len(y)] = torch.tensor(y)
+            mask[row, : len(x)] = 1
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optim.step()
+        if log is not None and (step % 10 == 0 or step == config.steps - 1):
+            log({"sft_step": step, "sft_loss": loss.item(), "sft_lr": lr_at(step)})
+    model.eval()
+    return model
+
+
+_run_sft = sft  # warm_start_tiny's ``sft`` argument (the settings) shadows the function's name
+
+
+def _sft_key(base: Path, prompts: Sequence[str], responses: Sequence[str], config: SFTConfig) -> str:
+    import hashlib
+
+    h = hashlib.sha256(f"{base.name}|{config.model_dump_json()}".encode())
+    for text in (*prompts, *responses):
+        h.update(hashlib.sha256(text.encode()).digest())
+    return h.hexdigest()[:16]
+
+
+def warm_start_tiny(
+    train_problems,
+    prompt_fn: Callable,
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    sft: SFTConfig | None = None,
+    tiny=None,
+    log: Callable[[str], None] = print,
+):
+    """The ``tiny`` starting policy: build the model + tokenizer on the training corpus, then SFT it.
+
+    The corpus is ``prompt_fn(problem)`` and :func:`format_response` of each problem's first Python
+    reference solution (training problems only: held-out problems never reach the tokenizer or the
+    SFT). The SFT'd model is cached beside the base model, keyed by (base, corpus, SFT settings), so
+    a repeated run loads it instead of training again. Returns ``(model, tokenizer)`` in eval mode.
+    """
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from codealign.train.tiny import build_tiny
+
+    config = (sft or SFTConfig()).model_copy(update={"seed": seed})
+    with_solution = [p for p in train_problems if p.solutions.get("python")]
+    if not with_solution:
+        raise ValueError("warm_start_tiny needs training problems with a Python reference solution")
+    prompts = [prompt_fn(p) for p in with_solution]
+    responses = [format_response(p.solutions["python"][0]) for p in with_solution]
+    base = build_tiny(prompts + responses, seed=seed, config=tiny, cache_dir=cache_dir)
+    tuned = base / f"sft-{_sft_key(base, prompts, responses, config)}"
+    if (tuned / "config.json").exists():
+        log(f"warm start: cached SFT model {tuned}")
+        model = AutoModelForCausalLM.from_pretrained(tuned)
+        model.eval()
+        return model, AutoTokenizer.from_pretrained(tuned)
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    log(f"warm start: SFT for {config.steps} steps on {len(prompts)} reference solutions")
+    model = _run_sft(model, tokenizer, prompts, responses, config)
+    scratch = Path(tempfile.mkdtemp(prefix=".sft-", dir=base))
+    try:
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        try:
+            scratch.rename(tuned)
+        except OSError:  # built concurrently by another run: same inputs, same model
+            if not (tuned / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return model, tokenizer
