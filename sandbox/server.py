@@ -310,14 +310,16 @@ def create_app(
         future.add_done_callback(finished)
         return await asyncio.wait_for(asyncio.shield(future), wall_s)
 
-    async def judge_single(req: RunRequest, route: str, wall_s: float | None = None) -> RunResult | JSONResponse:
+    async def judge_single(
+        req: RunRequest, route: str, wall_s: float | None = None, wait_s: float | None = None
+    ) -> RunResult | JSONResponse:
         try:
             state["admission"].admit(1)
         except Overloaded as e:
             metrics.inc("sandbox_rejected_total", route=route)
             return _overloaded(str(e))
         try:
-            return await judge(req, settings.queue_timeout_s, wall_s)
+            return await judge(req, settings.queue_timeout_s if wait_s is None else wait_s, wall_s)
         except Overloaded as e:
             metrics.inc("sandbox_rejected_total", route=route)
             return _overloaded(str(e))
@@ -396,7 +398,9 @@ def create_app(
         # SandboxFusion's limits are wall-clock: answer by then (its clients give up soon after).
         wall_s = body.run_timeout + (body.compile_timeout if body.language in COMPILED_LANGUAGES else 0.0) + 1.0
         try:
-            outcome = await judge_single(req, "/run_code", wall_s)
+            # SandboxFusion clients wait compile_timeout + run_timeout + 10 s (verl): queueing at most
+            # 8 s before a 504 (which they retry) keeps queue + wall_s inside that.
+            outcome = await judge_single(req, "/run_code", wall_s, wait_s=min(settings.queue_timeout_s, 8.0))
         except BadRequest as e:
             return _error(400, str(e))
         except asyncio.TimeoutError:
