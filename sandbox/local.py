@@ -379,9 +379,11 @@ class LocalExecutor:
             raise SandboxFailure("executor is closed")
 
     def _wait(self, task: _Task, deadline: float | None) -> None:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not task.done.wait(remaining):
-            raise TimeoutError("sandbox run exceeded timeout_s")
+        while not task.done.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("sandbox run exceeded timeout_s")
+            if self._closed and not any(s.thread.is_alive() for s in self._slots):
+                raise SandboxFailure("executor closed during the run")  # nobody is left to run it
         if task.response is None and self._closed:
             raise SandboxFailure("executor closed during the run")
 

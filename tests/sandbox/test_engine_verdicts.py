@@ -286,3 +286,29 @@ def test_call_based_results_carry_the_return_value(ex):
     assert big.tests[0].value is None and big.verdict == Verdict.WA
     stdin = ex.run(RunRequest(code="print(1)", tests=[T("", "1")]))
     assert stdin.tests[0].value is None
+
+
+def test_closing_during_a_run_fails_it_instead_of_hanging():
+    import threading
+
+    from sandbox.errors import SandboxFailure
+
+    e = LocalExecutor(workers=1, cache_size=0)
+    errors = []
+
+    def run():
+        try:
+            e.run(RunRequest(code="import time\ntime.sleep(0.5)\nprint(1)", tests=[T("", "1")] * 20))
+        except SandboxFailure as err:
+            errors.append(err)
+
+    th = threading.Thread(target=run)
+    th.start()
+    import time
+
+    time.sleep(1.0)
+    e.close()
+    th.join(timeout=30)
+    assert not th.is_alive() and len(errors) == 1
+    with pytest.raises(SandboxFailure, match="closed"):
+        e.run(RunRequest(code="print(1)", tests=[T("", "1")]))
