@@ -46,7 +46,9 @@ class EvalConfig(BaseModel):
     model: str | None = Field(default=None, description="Model to sample from (HF name/path, or the served name for openai).")
     sampler: Literal["hf", "vllm", "openai"] = "hf"
     n: int | None = Field(default=None, gt=0, description="Samples per problem (default: the largest k).")
-    ks: list[int] = Field(default_factory=lambda: [1, 10, 100])
+    ks: list[int] | None = Field(
+        default=None, description="k for pass@k and n@k; None = those of 1, 10, 100, 1000 that are <= n (n default 10 when sampling)."
+    )
     submissions: int = Field(default=10, gt=0, description="n in AlphaCode's n@k.")
     max_new_tokens: int = Field(default=512, gt=0)
     temperature: float = Field(default=0.8, ge=0)
@@ -372,9 +374,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     if (cfg.samples is None) == (cfg.model is None):
         raise EvalError("give either --samples FILE.jsonl (score existing samples) or --model M (sample first)")
-    if not cfg.ks or any(k < 1 for k in cfg.ks):
+    if cfg.ks is not None and (not cfg.ks or any(k < 1 for k in cfg.ks)):
         raise EvalError(f"--k needs positive integers, got {cfg.ks}")
-    ks = sorted(set(cfg.ks))
     try:
         file_samples = read_samples(cfg.samples) if cfg.samples is not None else None
         problem_list = load_problems(cfg.dataset, cfg.split, limit=cfg.limit)
@@ -389,19 +390,21 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                 f"{' split ' + cfg.split if cfg.split else ''}: {', '.join(map(repr, unknown[:5]))}"
                 f"{' ...' if len(unknown) > 5 else ''}"
             )
+        ks = sorted(set(cfg.ks)) if cfg.ks else _default_ks(min(len(c) for c in file_samples.values()))
         short = {pid: len(c) for pid, c in file_samples.items() if len(c) < ks[-1]}
         if short:
             pid, n = min(short.items(), key=lambda kv: kv[1])
             raise EvalError(f"k={ks[-1]} > n: problem {pid!r} has only {n} samples in {cfg.samples} (pass@k needs k <= n)")
     else:
-        n = cfg.n or ks[-1]
+        n = cfg.n or (max(cfg.ks) if cfg.ks else 10)
+        ks = sorted(set(cfg.ks)) if cfg.ks else _default_ks(n)
         if ks[-1] > n:
             raise EvalError(f"k={ks[-1]} > n={n}: pass@k needs at least k samples per problem (raise --n or lower --k)")
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     run_file, results_file = out / "run.json", out / "results.jsonl"
-    settings = _settings_key(cfg)
+    settings = {**_settings_key(cfg), "n": None if file_samples is not None else n}  # the effective n
     if run_file.exists() or results_file.exists():
         if not cfg.resume:
             raise EvalError(f"{out} already holds an evaluation; pass --resume to continue it, or choose another --out")
@@ -424,7 +427,13 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     return summary
 
 
-def _parse_ks(text: str) -> list[int]:
+def _default_ks(n: int) -> list[int]:
+    return [k for k in (1, 10, 100, 1000) if k <= n]
+
+
+def _parse_ks(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as e:
@@ -435,11 +444,11 @@ def eval_command(
     samples: Path | None = typer.Option(None, "--samples", help="JSONL of {problem_id, completion} rows to score (instead of --model)."),
     dataset: str | None = typer.Option(None, "--dataset", help="Hub name (deepmind/code_contests, codeparrot/apps, ...) or a local .jsonl/.parquet file or folder. Default: the embedded dataset."),
     split: str | None = typer.Option(None, "--split", help="Dataset split (Hub default: test; local: file name)."),
-    k: str = typer.Option("1,10,100", "--k", help="Comma-separated k for pass@k and n@k (each <= n)."),
+    k: str | None = typer.Option(None, "--k", help="Comma-separated k for pass@k and n@k, each <= n (default: those of 1,10,100,1000 that are <= n)."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder."),
     model: str | None = typer.Option(None, "--model", help="Sample from this model first (HF name/path; served name for openai)."),
     sampler: str = typer.Option("hf", "--sampler", help="hf | vllm | openai."),
-    n: int | None = typer.Option(None, "--n", help="Samples per problem when sampling (default: the largest k)."),
+    n: int | None = typer.Option(None, "--n", help="Samples per problem when sampling (default: the largest k, else 10)."),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out without redoing finished work."),
     sandbox_url: str | None = typer.Option(None, "--sandbox-url", help="Running sandbox service(s), comma-separated; default: in-process executor."),
     workers: int | None = typer.Option(None, "--workers", help="In-process sandbox workers (default: one per core)."),

@@ -76,6 +76,11 @@ def test_scores_a_samples_file_and_matches_the_estimator(tmp_path, dataset):
     assert row["code"] == "print(4)\n" and row["verdict"] == "WA" and (row["passed"], row["total"]) == (1, 2)
     assert (out / "pass_at_k.png").read_bytes()[:4] == b"\x89PNG"
 
+    # Without --k: the k of 1, 10, 100, 1000 that are <= n (here n = 4).
+    proc = codealign("--samples", str(samples), "--dataset", str(dataset), "--out", str(tmp_path / "default_k"))
+    assert proc.returncode == 0, proc.stderr
+    assert list(json.loads((tmp_path / "default_k" / "summary.json").read_text())["pass_at_k"]) == ["1"]
+
 
 def test_bad_input_gets_clear_errors_and_loses_nothing(tmp_path, dataset):
     samples = tmp_path / "s.jsonl"
