@@ -120,3 +120,21 @@ def test_real_problem_reference_solution_is_accepted(executor):
     problems = {p.id: p for p in load_problems(DATA / "apps" / "train.jsonl")}
     checks = judge_references(executor, [problems["4184"]], max_per_problem=3)
     assert len(checks) == 3 and all(c.accepted for c in checks)
+
+
+def test_call_based_samples_cluster_on_their_return_values(executor):
+    p = Problem(
+        id="apps-cluster", source="apps", statement="", fn_name="f", checker="apps",
+        public_tests=[TestCase(input=[1], output=[2])],
+        private_tests=[TestCase(input=[5], output=[10]), TestCase(input=[7], output=[14])],
+    )
+    codes = [
+        "def f(x):\n    return 2 * x\n",
+        "def f(x):\n    return x + x\n",  # same values as the first
+        "def f(x):\n    return 2 if x == 1 else 0\n",  # passes the public test only
+        "def f(x):\n    return 2 if x == 1 else -1\n",  # also, but with other wrong values
+    ]
+    outs = [outcome(p, r) for r in judge_many(executor, [(p, c) for c in codes])]
+    assert [o.correct for o in outs] == [True, True, False, False] and all(o.public_ok for o in outs)
+    assert outs[0].signature == outs[1].signature
+    assert len({o.signature for o in outs}) == 3
