@@ -209,9 +209,13 @@ class AsyncSandboxClient:
         results: list[RunResult | None] = [None] * len(reqs)
         by_tests: dict[str, list[int]] = defaultdict(list)
         singles: list[int] = []
+        hashed: dict[tuple[int, ...], str] = {}  # callers reuse TestCase objects: hash each set once
         for i, req in enumerate(reqs):
             if req.tests:
-                by_tests[testset_id(req.tests)].append(i)
+                ident = tuple(map(id, req.tests))
+                if ident not in hashed:
+                    hashed[ident] = testset_id(req.tests)
+                by_tests[hashed[ident]].append(i)
             else:
                 singles.append(i)
         jobs = []
