@@ -112,6 +112,7 @@ def _bind_ro(src: str, dst: str) -> None:
 class Root:
     path: str  # the root directory, as the worker (outside the chroot) sees it
     tmp: str  # the writable tmpfs, outside view (INNER_TMP inside)
+    shm: str  # /dev/shm, outside view
 
 
 # /etc entries the toolchains need (dynamic loader cache, java's config); nothing else of /etc.
@@ -166,6 +167,8 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
         open(r("/dev/" + dev), "w").close()
         mount("/dev/" + dev, r("/dev/" + dev), None, MS_BIND)
     os.symlink("/proc/self/fd", r("/dev/fd"))
+    os.makedirs(r("/dev/shm"))  # POSIX semaphores/shared memory (multiprocessing); emptied after each test
+    mount("tmpfs", r("/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,nr_inodes=4096,mode=1777")
     os.makedirs(r("/proc"))  # stays empty, except for programs that need their own /proc (the JVM)
     os.makedirs(r(INNER_BIN))
     _bind_ro(bin_cache, r(INNER_BIN))
@@ -173,7 +176,7 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
     mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,nr_inodes=65536,mode=755")
     # The root itself becomes read-only; only /tmp (its own tmpfs) stays writable.
     mount(None, base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    return Root(path=base, tmp=r(INNER_TMP))
+    return Root(path=base, tmp=r(INNER_TMP), shm=r("/dev/shm"))
 
 
 class MemoryCgroup:

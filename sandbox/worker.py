@@ -199,6 +199,10 @@ class Worker:
             data = protocol.encode(header, out_blobs)
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(indir, ignore_errors=True)
+        if self.isolated:
+            for name in os.listdir(self.root.shm):
+                path = os.path.join(self.root.shm, name)
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
         return data
 
     def _collect(self, src: str, dest_name: str) -> None:

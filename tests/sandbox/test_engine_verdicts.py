@@ -312,3 +312,18 @@ def test_closing_during_a_run_fails_it_instead_of_hanging():
     assert not th.is_alive() and len(errors) == 1
     with pytest.raises(SandboxFailure, match="closed"):
         e.run(RunRequest(code="print(1)", tests=[T("", "1")]))
+
+
+def test_multiprocessing_pool_works_and_leaves_no_shared_memory(ex):
+    code = """import multiprocessing, os
+def sq(x): return x * x
+if __name__ == "__main__":
+    with multiprocessing.Pool(2) as p:
+        print(sum(p.map(sq, range(10))))
+    open("/dev/shm/left_behind", "w").write("x")  # raw, so no resource tracker cleans it up
+"""
+    r = ex.run(RunRequest(code=code, tests=[T("", "285")]))
+    assert r.tests[0].stdout.split() == ["285"], r.tests[0]
+    look = ex.run(RunRequest(code="import os\nprint(os.listdir('/dev/shm') if os.path.isdir('/dev/shm') else [])",
+                             tests=[T("", "[]")] * 4))
+    assert look.verdict == Verdict.AC, [t.stdout for t in look.tests]
