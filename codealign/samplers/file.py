@@ -34,10 +34,3 @@ def read_samples(path: str | Path) -> dict[str, list[str]]:
         raise SamplesFileError(f"{path}: no samples in the file")
     return out
 
-
-def append_samples(path: str | Path, problem_id: str, completions: list[str]) -> None:
-    """Append one problem's completions (one row each) and flush, so a killed run keeps them."""
-    with Path(path).open("a", encoding="utf-8") as f:
-        for c in completions:
-            f.write(json.dumps({"problem_id": problem_id, "completion": c}) + "\n")
-        f.flush()
