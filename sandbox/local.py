@@ -52,11 +52,12 @@ WALL_FACTOR, WALL_EXTRA_S = 3.0, 1.0  # wall-clock backstop = time_limit * 3 + 1
 
 
 class _Task:
-    __slots__ = ("header", "blobs", "code_id", "code_blob", "skip", "on_done", "done", "response")
+    __slots__ = ("make", "code_id", "code_blob", "skip", "on_done", "done", "response")
 
-    def __init__(self, header: dict, blobs: list[bytes], *, code_id: str = "", code_blob: bytes = b"",
+    def __init__(self, make: Callable[[], tuple[dict, list[bytes]]], *, code_id: str = "", code_blob: bytes = b"",
                  skip: Callable[[], bool] | None = None, on_done: Callable[["_Task"], None] | None = None):
-        self.header, self.blobs, self.code_id, self.code_blob = header, blobs, code_id, code_blob
+        # ``make`` builds the job frame when a worker takes it, so queued tests hold no encoded copies
+        self.make, self.code_id, self.code_blob = make, code_id, code_blob
         self.skip, self.on_done = skip, on_done
         self.done = threading.Event()
         self.response: tuple[dict, list[bytes]] | None = None
@@ -117,8 +118,9 @@ class _Slot:
                 if self.proc is None:
                     self._start()
                 send_code = bool(task.code_id) and task.code_id not in self.known
+                job_header, job_blobs = task.make()
                 for _ in range(2):
-                    header, blobs = task.header, list(task.blobs)
+                    header, blobs = job_header, list(job_blobs)
                     if send_code:
                         header = {**header, "blob_code": len(blobs)}
                         blobs.append(task.code_blob)
@@ -405,7 +407,6 @@ class LocalExecutor:
         state = _RunState(len(req.tests), req.stop_on_first_failure)
         tasks = []
         for i, test in enumerate(req.tests):
-            header, blobs = self._test_job(req, prog, test)
 
             def on_done(task: _Task, i: int = i, test: TestCase = test) -> None:
                 if task.response is None:
@@ -420,7 +421,8 @@ class LocalExecutor:
                 if tr.verdict != Verdict.AC:
                     state.first_fail = min(state.first_fail, i)
 
-            task = _Task(header, blobs, code_id=prog.code_id, code_blob=prog.code_blob,
+            task = _Task(lambda test=test: self._test_job(req, prog, test), code_id=prog.code_id,
+                         code_blob=prog.code_blob,
                          skip=lambda i=i: state.skip(i), on_done=on_done)
             tasks.append(task)
             self._queue.put(task)
@@ -474,7 +476,7 @@ class LocalExecutor:
 
     def _compile_now(self, req: RunRequest, key: str, deadline: float | None) -> None:
         header, blobs = languages.compile_job(req.language, req.code, key)
-        task = _Task(header, blobs)
+        task = _Task(lambda: (header, blobs))
         self._queue.put(task)
         self._wait(task, deadline)
         resp, rblobs = task.response
@@ -521,7 +523,7 @@ class LocalExecutor:
         else:
             text = "\n".join(test.input) if isinstance(test.input, list) else test.input
             header["blob_stdin"] = 0
-            blobs.append(text.encode("utf-8", "surrogateescape"))
+            blobs.append(text.encode("utf-8", "surrogatepass"))  # any str, even with lone surrogates
         return header, blobs
 
     def _judge(self, req: RunRequest, prog: Program, test: TestCase, h: dict, blobs: list[bytes],
