@@ -41,6 +41,8 @@ def _close(a: float, b: float, tol: float = FLOAT_TOL) -> bool:
 
 def _tokens_equal(got: str, want: str, ignore_case: bool) -> tuple[bool, str]:
     g, w = got.split(), want.split()
+    if g == w:  # the common case, compared at C speed (outputs can have millions of tokens)
+        return True, ""
     if len(g) != len(w):
         return False, f"expected {len(w)} tokens, got {len(g)}"
     for i, (a, b) in enumerate(zip(g, w)):
