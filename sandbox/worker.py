@@ -96,6 +96,12 @@ class Worker:
             self.host_tmp = f"/tmp/codealign-sandbox-tmp-{os.getpid()}"
             os.makedirs(self.host_tmp, mode=0o700, exist_ok=True)
         _preload()
+        # Prefork hygiene: the children's garbage collector then skips (and does not dirty, hence
+        # copy) the zygote's objects.
+        import gc
+
+        gc.collect()
+        gc.freeze()
 
     # Paths: the outside view (used by the worker) and the inside view (used by the program).
     def tmp_outside(self) -> str:
