@@ -16,7 +16,7 @@ class SamplingParams(BaseModel):
     max_new_tokens: int = Field(default=512, gt=0, description="New tokens per completion at most.")
     temperature: float = Field(default=1.0, ge=0, description="0 = greedy.")
     top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int | None = Field(default=None, description="Makes sampling repeatable for a given sampler and batch layout.")
+    seed: int | None = Field(default=None, description="Makes sampling repeatable for a given sampler and batch layout (hf: its own RNG stream; the caller's is untouched).")
     stop: list[str] = Field(default_factory=list, description="Generation ends at the first of these strings (not included in the text).")
 
 

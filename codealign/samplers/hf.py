@@ -48,15 +48,18 @@ class HFSampler(Sampler):
         out: list[list[Completion | None]] = [[None] * n for _ in prompts]
         was_training = self.model.training
         self.model.eval()
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        try:
-            for start in range(0, len(rows), self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                for (i, j), completion in zip(batch, self._generate([encoded[i] for i, _ in batch], params)):
-                    out[i][j] = completion
-        finally:
-            self.model.train(was_training)
+        device = next(self.model.parameters()).device
+        # A seeded call draws from its own RNG stream and leaves the caller's (e.g. the trainer's) untouched.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=params.seed is not None):
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            try:
+                for start in range(0, len(rows), self.batch_size):
+                    batch = rows[start : start + self.batch_size]
+                    for (i, j), completion in zip(batch, self._generate([encoded[i] for i, _ in batch], params)):
+                        out[i][j] = completion
+            finally:
+                self.model.train(was_training)
         return out  # type: ignore[return-value]
 
     def _generate(self, ids: list[list[int]], params: SamplingParams) -> list[Completion]:

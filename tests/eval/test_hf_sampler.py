@@ -53,6 +53,12 @@ def test_same_seed_same_samples(lm):
     b = s.sample(["def add(a, b):\n"], 4, p)
     assert [c.token_ids for c in a[0]] == [c.token_ids for c in b[0]]
     assert len({tuple(c.token_ids) for c in a[0]}) > 1  # temperature 1 on a random model: samples differ
+    # The caller's RNG stream is left as it was.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    s.sample(["def add(a, b):\n"], 2, p)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_stop_strings_cut_text_and_tokens(lm):
