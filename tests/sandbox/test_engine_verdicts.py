@@ -274,9 +274,10 @@ def test_wall_time_limit_overrides_the_backstop(ex):
                           tests=[T("", "")]))
     assert r.verdict == Verdict.TLE and time.monotonic() - t0 < 5
     assert "0.7 s" in r.tests[0].message
-    ok = ex.run(RunRequest(code="import time\ntime.sleep(0.3)\nprint(1)", time_limit_s=0.1, wall_time_limit_s=5,
+    # The backstop for 0.3 s of CPU would be 1.9 s; the explicit wall limit lets a 2.5 s sleep finish.
+    ok = ex.run(RunRequest(code="import time\ntime.sleep(2.5)\nprint(1)", time_limit_s=0.3, wall_time_limit_s=8,
                            tests=[T("", "1")]))
-    assert ok.verdict == Verdict.AC  # sleeping uses wall time, not CPU time
+    assert ok.verdict == Verdict.AC, ok.tests[0]  # sleeping uses wall time, not CPU time
 
 
 def test_call_based_results_carry_the_return_value(ex):
