@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -81,18 +83,26 @@ class Program:
     address_space: bool = True  # False: RLIMIT_AS unusable (the JVM reserves far more than it uses)
     extra_nproc: int = 0
     needs_proc: bool = False  # mount a /proc of the program's own PID namespace (the JVM needs one)
+    compile_output: str = ""  # compiler warnings, reported in RunResult.compile_output
+
+
+_compile_lock = threading.Lock()  # warnings.catch_warnings swaps process-global state
 
 
 def python_program(code: str) -> Program:
     try:
-        obj = compile(code, "main.py", "exec", dont_inherit=True)
+        # Warnings (e.g. SyntaxWarning) go to compile_output, never to the service's stderr.
+        with _compile_lock, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            obj = compile(code, "main.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes in the source
         raise CompileError(f"{type(e).__name__}: {e}") from None
     except (RecursionError, MemoryError) as e:
         raise CompileError(f"program too deeply nested to compile: {type(e).__name__}") from None
     blob = marshal.dumps(obj)
+    notes = "".join(f"main.py:{w.lineno}: {w.category.__name__}: {w.message}\n" for w in caught)
     return Program("python", "python", code_id=hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(),
-                   code_blob=blob)
+                   code_blob=blob, compile_output=notes)
 
 
 def build_key(language: str, code: str) -> str:

@@ -441,7 +441,7 @@ class LocalExecutor:
             tests.append(tr)
         failing = next((t.verdict for t in tests if t.verdict not in (Verdict.AC, Verdict.SKIPPED)), None)
         result = RunResult(verdict=failing or Verdict.AC, passed=sum(t.verdict == Verdict.AC for t in tests),
-                           total=len(tests), tests=tests)
+                           total=len(tests), tests=tests, compile_output=prog.compile_output)
         self._finish(req, key, result, tests)
         return result
 

@@ -328,3 +328,10 @@ if __name__ == "__main__":
     look = ex.run(RunRequest(code="import os\nprint(os.listdir('/dev/shm') if os.path.isdir('/dev/shm') else [])",
                              tests=[T("", "[]")] * 4))
     assert look.verdict == Verdict.AC, [t.stdout for t in look.tests]
+
+
+def test_python_compile_warnings_go_to_compile_output_not_stderr(ex, capfd):
+    r = ex.run(RunRequest(code="print(1 is 1)", tests=[T("", "True")]))  # SyntaxWarning: "is" with a literal
+    assert r.verdict == Verdict.AC
+    assert "SyntaxWarning" in r.compile_output
+    assert "SyntaxWarning" not in capfd.readouterr().err
