@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,16 +100,11 @@ def main() -> int:
             res = ex.run_many(reqs)
             eng = time.perf_counter() - t0
             accepted = sum(x.passed for x in res)
-            t0 = time.perf_counter()
+            base = 0.0
             for k, (code, inputs) in enumerate(progs):  # one file per program, a process per test
                 src = os.path.join(tmp, f"cc{k}.py")
                 Path(src).write_text(code)
-            base_jobs = [([PYTHON3, os.path.join(tmp, f"cc{k}.py")], inp) for k, (_, ins) in enumerate(progs)
-                         for inp in ins]
-            base = 0.0
-            for k, (code, inputs) in enumerate(progs):
-                base += baseline([PYTHON3, os.path.join(tmp, f"cc{k}.py")], inputs, workers, tmp)
-            del base_jobs
+                base += baseline([PYTHON3, src], inputs, workers, tmp)
             report(f"(b) codecontests, {len(reqs)} problems", n, eng, base, f"({accepted}/{n} tests AC)")
         else:
             print(f"(b) skipped: {path} not found")
@@ -136,6 +132,7 @@ def main() -> int:
         print(f"    a compile per test (as a peer does) would cost ~{compile_s * len(tests):.0f} s for these "
               f"{len(tests)} tests: {len(tests) / (compile_s * len(tests) + base):.1f} tests/s")
         print(f"stats: {json.dumps(ex.stats())}")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
