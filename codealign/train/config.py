@@ -69,6 +69,10 @@ class SamplingConfig(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, gt=0, description="Tokens. The tiny task family's solutions are ~35 tokens.")
     batch_size: int = Field(64, gt=0, description="Prompts x samples generated at once by the hf sampler.")
+    static_cache: bool | None = Field(
+        None,
+        description="hf sampler: static KV cache + torch.compile (None = on for CUDA, off on CPU). Measured on an H200 with a 0.5B model: 5.6x the new tokens/s of plain generate at batch 64.",
+    )
 
 
 class JudgeConfig(_Strict):

@@ -76,7 +76,10 @@ class PolicySampler:
         from codealign.samplers.hf import HFSampler
 
         model = getattr(model, "module", model)
-        return HFSampler(model, self.tokenizer, batch_size=self.cfg.batch_size).sample(prompts, n, params)
+        static = self.cfg.static_cache
+        if static is None:
+            static = next(model.parameters()).device.type == "cuda"
+        return HFSampler(model, self.tokenizer, batch_size=self.cfg.batch_size, static_cache=static).sample(prompts, n, params)
 
 
 class Judge:
