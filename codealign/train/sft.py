@@ -21,7 +21,7 @@ class SFTConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(default=300, ge=0, description="Optimizer steps.")
+    steps: int = Field(default=200, ge=0, description="Optimizer steps (tiny preset: 200 leaves held-out pass@1 ~0.15-0.2 at T=1).")
     batch_size: int = Field(default=32, gt=0, description="Sequences per step.")
     lr: float = Field(default=2e-3, gt=0, description="Peak AdamW learning rate (linear warmup, then cosine decay).")
     warmup_steps: int = Field(default=20, ge=0)

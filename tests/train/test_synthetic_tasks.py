@@ -92,9 +92,9 @@ def test_reference_output_by_hand():
 
 
 def test_tests_keep_at_least_one_number_so_max_is_defined():
-    spec = TaskSpec("divisible", "identity", "max", filter_k=9)
+    spec = TaskSpec("divisible", "identity", "max", filter_k=5)
     for t in make_tests(spec, random.Random(1), 6):
-        assert any(int(x) % 9 == 0 for x in t.input.split())
+        assert any(int(x) % 5 == 0 for x in t.input.split())
 
 
 def test_bad_heldout_fraction_is_rejected_clearly():
