@@ -262,6 +262,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     train_problems, eval_problems = load_tasks(cfg)
     ckpt = latest_checkpoint(out) if resume else None
     state = json.loads((ckpt / "state.json").read_text()) if ckpt else None
+    if state:  # elapsed_s counts the whole run, across resumes (time lost to the kill excluded)
+        t_start -= state.get("elapsed_s", 0.0)
     torch.manual_seed(cfg.seed)
 
     # -- models ------------------------------------------------------------------------------------
@@ -327,7 +329,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 torch.save(acc.unwrap_model(trainer.critic).state_dict(), tmp / "critic.pt")
             torch.save(trainer.state_dict(), tmp / "optim.pt")
             # state.json last: its presence marks the directory complete
-            (tmp / "state.json").write_text(json.dumps({"round": round_index, "step": step, "metrics_bytes": log.tell()}))
+            (tmp / "state.json").write_text(json.dumps(
+                {"round": round_index, "step": step, "metrics_bytes": log.tell(), "elapsed_s": time.perf_counter() - t_start}
+            ))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in sorted((out / CHECKPOINTS).glob("round_*"))[: -cfg.keep_checkpoints]:
