@@ -62,7 +62,7 @@ PPO_CFG = dict(
     n_minibatches=4, max_grad_norm=1.0, actor_lr=1e-5, critic_lr=5e-6, weight_decay=0.0, advantage_normalization=True,
     ema_reference=True, ema_eta=0.001,
 )
-DPO_CFG = dict(beta=0.1, lr=1e-6, iterative=True, pairing="all", max_pairs_per_prompt=4, reference_as_chosen=False,
+DPO_CFG = dict(beta=0.1, lr=1e-6, nll_weight=0.0, iterative=True, pairing="all", max_pairs_per_prompt=4, reference_as_chosen=False,
                epochs=1, max_grad_norm=1.0)
 
 

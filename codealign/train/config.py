@@ -154,6 +154,11 @@ class DPOConfig(_Strict):
     reference_as_chosen: bool = Field(
         True, description="When no sample of a prompt passes, use a dataset reference solution as chosen (the paper does on APPS)."
     )
+    nll_weight: float = Field(
+        0.0,
+        ge=0,
+        description="RPO (Pang et al. 2024, iterative reasoning preference optimization): add nll_weight x the per-token NLL of the chosen response to the DPO loss. 0 = plain DPO (paper).",
+    )
     epochs: int = Field(1, gt=0, description="Passes over each step's pairs.")
     batch_size: int = Field(16, gt=0, description="Pairs per optimizer step.")
     micro_batch_size: int = Field(16, gt=0, description="Pairs per forward/backward.")

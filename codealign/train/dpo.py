@@ -12,7 +12,8 @@ is chosen instead, as Xu et al. (2024) do on APPS. Samples the judge could not j
   round the reference becomes that round's model (``ref <- policy``).
 
 Loss (Rafailov et al. 2023): ``-log sigmoid(beta * [(log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))])``
-with sequence log-probs summed over response tokens (:func:`codealign.train.losses.dpo_loss`).
+with sequence log-probs summed over response tokens (:func:`codealign.train.losses.dpo_loss`);
+``nll_weight > 0`` adds ``nll_weight * (-log pi(y_w) / |y_w|)`` (RPO, Pang et al. 2024).
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ class DPO:
                         sub = [pairs[i] for i in idx]
                         pc, pr = self._policy_logps(sub)
                         losses, st = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], cfg.beta)
+                        if cfg.nll_weight > 0:  # RPO: keep the chosen programs likely, not just ahead
+                            n_tok = torch.tensor([len(p.chosen_ids) for p in sub], device=acc.device, dtype=pc.dtype)
+                            losses = losses - cfg.nll_weight * pc / n_tok
                         loss = (losses * w).sum() * acc.num_processes / total_w
                         ctx = acc.no_sync(self.policy) if (j < len(micros) - 1 and acc.num_processes > 1) else _Null()
                         with ctx:

@@ -118,3 +118,12 @@ def test_step_without_pairs_updates_nothing():
     stats = dpo.step([problem(solution=None)], lambda ps, m: [rollout(PROMPT, BAD, 0), rollout(PROMPT, BAD2, 0)], 0)
     assert stats["n_pairs"] == 0
     assert all(torch.equal(v, before[k]) for k, v in dpo.unwrapped_policy.state_dict().items())
+
+
+def test_rpo_adds_the_chosen_per_token_nll():
+    dpo = make_dpo(epochs=1, batch_size=1, micro_batch_size=1, nll_weight=2.0)
+    with torch.no_grad():
+        lp = sequence_logprobs(dpo.unwrapped_policy, pack([PROMPT], [GOOD], 0))
+    stats = dpo.step([problem()], lambda ps, m: [rollout(PROMPT, GOOD, 10), rollout(PROMPT, BAD, 0)], 0)
+    # first (only) batch: policy == reference, so the DPO part is log 2
+    assert stats["dpo_loss"] == pytest.approx(0.6931 - 2.0 * lp.item() / len(GOOD), abs=1e-3)
