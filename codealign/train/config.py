@@ -120,12 +120,22 @@ class PPOConfig(_Strict):
     micro_batch_size: int = Field(32, gt=0, description="Rollouts per forward/backward (gradient accumulation up to a mini-batch).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (ReaLHF: 1.0).")
     actor_lr: float = Field(
-        2e-4, gt=0, description="Paper: 1e-5 for 1.5B-34B models. The ~1M-parameter tiny model needs a larger step to move in a few dozen updates."
+        1e-4,
+        gt=0,
+        description="Paper: 1e-5 for 1.5B-34B models. The ~1M-parameter tiny model needs a larger step to move in "
+        "~128 updates; 5e-4 and above collapsed it (measured).",
     )
     critic_lr: float = Field(1e-3, gt=0, description="Paper: 5e-6. Larger for the tiny run (fresh value head).")
     weight_decay: float = 0.0
     # -- the three factors (Table 3 of the paper) --
-    advantage_normalization: bool = Field(True, description="Factor 1: whiten advantages over all valid tokens of the batch.")
+    advantage_normalization: bool = Field(
+        False,
+        description="Factor 1: whiten advantages over all valid tokens of the batch. Paper: on (the GPU presets and "
+        "the ablation ladder set it). Off in the tiny CPU default: with 10-20% of samples passing, whitening "
+        "centres the advantages so every update mostly pushes down the failing majority, and a 0.9M-parameter "
+        "model moves that mass onto other wrong programs (held-out pass@1 flat or collapsing, measured); "
+        "unwhitened, the update is led by the passing samples and pass@1 rose 0.174 -> 0.33 in 4 rounds.",
+    )
     prompts_per_step: int = Field(
         8, gt=0, description="Factor 2 (large batch): problems per PPO step; rollouts = prompts_per_step * n_per_prompt. Paper: 512 rollouts."
     )
@@ -177,7 +187,9 @@ class TrainConfig(_Strict):
 
     algo: Literal["ppo", "dpo"] = "ppo"
     rounds: int = Field(4, ge=0, description="Rounds after round 0 (each: steps_per_round updates, then eval).")
-    steps_per_round: int = Field(4, gt=0, description="Sample-judge-update steps per round.")
+    steps_per_round: int = Field(
+        32, gt=0, description="Sample-judge-update steps per round. 32 on the tiny run: a round is ~75 s on 2 cores."
+    )
     out: str = Field("runs/train", description="Output directory (metrics.jsonl, checkpoints, curves.png).")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -18,7 +18,11 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_defaults_keep_the_papers_algorithm_values():
     cfg = TrainConfig()
     assert (cfg.ppo.beta, cfg.ppo.gamma, cfg.ppo.lam, cfg.ppo.ratio_clip, cfg.ppo.value_clip) == (0.1, 1.0, 1.0, 0.2, 0.2)
-    assert cfg.ppo.advantage_normalization and cfg.ppo.ema_reference and cfg.ppo.ema_eta == 0.001
+    assert cfg.ppo.ema_reference and cfg.ppo.ema_eta == 0.001
+    # factor 1 is off only in the tiny CPU default (see PPOConfig.advantage_normalization); the GPU presets restore it
+    assert not cfg.ppo.advantage_normalization
+    for preset in ("qwen2.5-coder-1.5b-ppo.yaml", "qwen2.5-coder-7b-ppo.yaml"):
+        assert build_config(CONFIGS / preset).ppo.advantage_normalization
     assert cfg.dpo.beta == 0.1 and cfg.sampling.temperature == 1.0
     assert cfg.reward.pass_reward == 10.0 and cfg.reward.fail_reward == 0.0 and not cfg.reward.partial_credit
 
