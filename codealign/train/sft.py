@@ -128,12 +128,9 @@ def warm_start_tiny(
     SFT). The SFT'd model is cached beside the base model, keyed by (base, corpus, SFT settings), so
     a repeated run loads it instead of training again. Returns ``(model, tokenizer)`` in eval mode.
     """
-    import shutil
-    import tempfile
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from codealign.train.tiny import build_tiny
+    from codealign.train.tiny import build_tiny, save_cache_entry
 
     config = (sft or SFTConfig()).model_copy(update={"seed": seed})
     with_solution = [p for p in train_problems if p.solutions.get("python")]
@@ -152,15 +149,5 @@ def warm_start_tiny(
     model, tokenizer = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
     log(f"warm start: SFT for {config.steps} steps on {len(prompts)} reference solutions")
     model = _run_sft(model, tokenizer, prompts, responses, config)
-    scratch = Path(tempfile.mkdtemp(prefix=".sft-", dir=base))
-    try:
-        model.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
-        try:
-            scratch.rename(tuned)
-        except OSError:  # built concurrently by another run: same inputs, same model
-            if not (tuned / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    save_cache_entry(model, tokenizer, tuned)
     return model, tokenizer

@@ -122,21 +122,25 @@ def build_tiny(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
 
-    # Write to a scratch directory and rename, so a killed build never leaves a half cache entry.
-    root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
+    save_cache_entry(model, tokenizer, path)
+    return path
+
+
+def save_cache_entry(model, tokenizer, dest: Path) -> None:
+    """Save ``model`` and ``tokenizer`` to the cache directory ``dest``, atomically: written to a
+    scratch directory beside it and renamed, so a killed build never leaves a half entry."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         try:
-            scratch.rename(path)
-        except OSError:  # another process built the same entry first: theirs is identical
-            if not (path / "config.json").exists():
+            scratch.rename(dest)
+        except OSError:  # another process built the same entry first: same inputs, same files
+            if not (dest / "config.json").exists():
                 raise
     finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return path
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load_tiny(
