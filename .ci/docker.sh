@@ -28,7 +28,8 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   step "starting dockerd"
-  nohup dockerd >/var/log/codealign-dockerd.log 2>&1 &
+  # fd 3 is the caller's $(...) pipe: dockerd must not hold it open, or the caller never sees EOF
+  nohup dockerd >/var/log/codealign-dockerd.log 2>&1 3>&- &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/codealign-dockerd.log" >&2; tail -20 /var/log/codealign-dockerd.log >&2; exit 1; }
 fi
