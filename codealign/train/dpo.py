@@ -133,7 +133,7 @@ class DPO:
         stats["reference_chosen"] = float(
             acc.reduce(torch.tensor(float(sum(p.chosen_is_reference for p in pairs)), device=acc.device), "sum")
         )
-        sums = {k: torch.zeros((), device=acc.device) for k in ("loss", "acc", "margin", "chosen", "rejected", "w")}
+        sums = {k: torch.zeros((), device=acc.device) for k in ("loss", "nll", "acc", "margin", "chosen", "rejected", "w")}
         grad_norms = []
         if n_max > 0:
             filler = pairs[0] if pairs else _self_pair(rollouts, self.tokenizer)
@@ -151,14 +151,16 @@ class DPO:
                         sub = [pairs[i] for i in idx]
                         pc, pr = self._policy_logps(sub)
                         losses, st = dpo_loss(pc, pr, ref_c[idx], ref_r[idx], cfg.beta)
-                        if cfg.nll_weight > 0:  # RPO: keep the chosen programs likely, not just ahead
-                            n_tok = torch.tensor([len(p.chosen_ids) for p in sub], device=acc.device, dtype=pc.dtype)
-                            losses = losses - cfg.nll_weight * pc / n_tok
-                        loss = (losses * w).sum() * acc.num_processes / total_w
+                        # RPO: the chosen programs' per-token NLL keeps them likely, not just ahead
+                        n_tok = torch.tensor([len(p.chosen_ids) for p in sub], device=acc.device, dtype=pc.dtype)
+                        nll = -pc / n_tok
+                        total = losses + cfg.nll_weight * nll if cfg.nll_weight > 0 else losses
+                        loss = (total * w).sum() * acc.num_processes / total_w
                         ctx = acc.no_sync(self.policy) if (j < len(micros) - 1 and acc.num_processes > 1) else _Null()
                         with ctx:
                             acc.backward(loss)
                         sums["loss"] += (losses.detach() * w).sum()
+                        sums["nll"] += (nll.detach() * w).sum()
                         sums["acc"] += (st["accuracy"] * w).sum()
                         sums["margin"] += ((st["chosen_reward"] - st["rejected_reward"]) * w).sum()
                         sums["chosen"] += (st["chosen_reward"] * w).sum()
@@ -176,6 +178,7 @@ class DPO:
         stats.update(
             {
                 "dpo_loss": tot["loss"] / w,
+                "chosen_nll": tot["nll"] / w,  # per token; the RPO term is nll_weight x this
                 "pref_accuracy": tot["acc"] / w,
                 "reward_margin": tot["margin"] / w,
                 "chosen_reward": tot["chosen"] / w,

@@ -24,6 +24,10 @@ def test_defaults_keep_the_papers_algorithm_values():
     for preset in ("qwen2.5-coder-1.5b-ppo.yaml", "qwen2.5-coder-7b-ppo.yaml"):
         assert build_config(CONFIGS / preset).ppo.advantage_normalization
     assert cfg.dpo.beta == 0.1 and cfg.sampling.temperature == 1.0
+    # the GPU DPO presets are the paper's plain DPO (the CPU default adds the RPO term, see DPOConfig)
+    for preset in ("qwen2.5-coder-1.5b-dpo.yaml", "qwen2.5-coder-7b-dpo.yaml"):
+        dpo = build_config(CONFIGS / preset).dpo
+        assert (dpo.beta, dpo.lr, dpo.nll_weight, dpo.iterative) == (0.1, 1e-6, 0.0, True)
     assert cfg.reward.pass_reward == 10.0 and cfg.reward.fail_reward == 0.0 and not cfg.reward.partial_credit
 
 

@@ -94,7 +94,7 @@ def test_dpo_step_prefers_chosen_and_leaves_the_reference_alone():
 
 
 def test_dpo_loss_value_matches_formula_on_the_first_batch():
-    dpo = make_dpo(epochs=1, batch_size=1, micro_batch_size=1)
+    dpo = make_dpo(epochs=1, batch_size=1, micro_batch_size=1, nll_weight=0.0)
     # policy == reference at the start: margin 0, loss log(2)
     stats = dpo.step([problem()], lambda ps, m: [rollout(PROMPT, GOOD, 10), rollout(PROMPT, BAD, 0)], 0)
     assert stats["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)
@@ -125,5 +125,11 @@ def test_rpo_adds_the_chosen_per_token_nll():
     with torch.no_grad():
         lp = sequence_logprobs(dpo.unwrapped_policy, pack([PROMPT], [GOOD], 0))
     stats = dpo.step([problem()], lambda ps, m: [rollout(PROMPT, GOOD, 10), rollout(PROMPT, BAD, 0)], 0)
-    # first (only) batch: policy == reference, so the DPO part is log 2
-    assert stats["dpo_loss"] == pytest.approx(0.6931 - 2.0 * lp.item() / len(GOOD), abs=1e-3)
+    # first (only) batch: policy == reference, so the DPO part is log 2; the NLL is reported apart
+    assert stats["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert stats["chosen_nll"] == pytest.approx(-lp.item() / len(GOOD), abs=1e-4)
+    # and it is in the gradient: the same step without the term moves the policy differently
+    plain = make_dpo(epochs=1, batch_size=1, micro_batch_size=1, nll_weight=0.0)
+    plain.step([problem()], lambda ps, m: [rollout(PROMPT, GOOD, 10), rollout(PROMPT, BAD, 0)], 0)
+    a, b = dpo.unwrapped_policy.state_dict(), plain.unwrapped_policy.state_dict()
+    assert any(not torch.allclose(a[k], b[k]) for k in a)
