@@ -13,6 +13,16 @@ import torch
 trl = pytest.importorskip("trl")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """TRL's Trainer configures accelerate's process-wide state; later tests must not inherit it."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
 def _to_pairs(batch):
     """TRL's [chosen..., rejected...] batch -> (prompts, chosen, rejected) token lists."""
     ids, comp, att = batch["input_ids"], batch["completion_mask"], batch["attention_mask"]
@@ -39,7 +49,9 @@ def test_dpo_loss_equals_trl(tmp_path, beta):
     corpus = ["Read integers from a line. Print the sum.", "a = list(map(int, input().split()))\nprint(sum(a))\n"]
     path = build_tiny(corpus, seed=0, cache_dir=tmp_path / "cache")
     tok = AutoTokenizer.from_pretrained(path)
-    policy, ref = AutoModelForCausalLM.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    # float64 on both sides (and TRL's bf16 autocast off): what differs is the formula, not rounding
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64)
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64)
     torch.manual_seed(0)
     with torch.no_grad():
         for p in policy.parameters():
@@ -50,7 +62,7 @@ def test_dpo_loss_equals_trl(tmp_path, beta):
         {"prompt": "Read", "chosen": "print(max(a))\n", "rejected": "a = input()\nprint(a)\n"},
     ]
     args = trl.DPOConfig(
-        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=len(rows), beta=beta, report_to=[], use_cpu=True
+        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=len(rows), beta=beta, report_to=[], use_cpu=True, bf16=False
     )
     trainer = trl.DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -66,7 +78,6 @@ def test_dpo_loss_equals_trl(tmp_path, beta):
         rr = sequence_logprobs(ref, pack(prompts, rejected, pad))
     ours, _ = dpo_loss(pc, pr, rc, rr, beta)
     assert (pc - rc).abs().max() > 1e-3  # the comparison is not between two zero log-ratios
-    # float32 rounding differs (TRL's fused LM head tiles the vocabulary); a wrong formula (sum vs
-    # mean, a missing beta, a sign) would be off by far more than 1e-4
     assert abs(float(ours.mean()) - 0.6931) > 1e-3
-    assert float(ours.mean()) == pytest.approx(float(trl_loss.detach()), abs=1e-4)
+    # TRL's fused LM head returns float32 log-probs even for a float64 model: agreement to float32 precision
+    assert float(ours.mean()) == pytest.approx(float(trl_loss.detach()), abs=2e-6)
