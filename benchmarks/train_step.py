@@ -149,12 +149,12 @@ def build_model(device: str):
     return model, len(tok), 100, 45, 64, 32, label
 
 
-def real_round_shares() -> None:
-    """One real PPO round of the embedded default (CPU): seconds in sampling, judging, updating."""
+def real_round_shares(algo: str) -> None:
+    """One real round of the embedded default (CPU) with ``algo``: seconds in sampling, judging, updating."""
     from codealign.train.config import TrainConfig
     from codealign.train import rounds
 
-    cfg = TrainConfig(rounds=1, steps_per_round=2, out=str(Path("/tmp") / f"train_step_bench_{time.time_ns()}"))
+    cfg = TrainConfig(algo=algo, rounds=1, steps_per_round=4, out=str(Path("/tmp") / f"train_step_bench_{time.time_ns()}"))
     cfg.eval.n, cfg.eval.ks, cfg.log.progress, cfg.log.plot = 1, [1], False, False
     t = time.perf_counter()
     rounds.train(cfg)
@@ -164,7 +164,7 @@ def real_round_shares() -> None:
     judge = sum(r.get("judge_s", 0.0) for r in steps)
     update = sum(r["update_s"] for r in steps)
     step_total = sample + update
-    print(f"real round ({len(steps)} steps, {int(steps[0]['n_rollouts'])} rollouts each): "
+    print(f"real {algo.upper()} round ({len(steps)} steps, {int(steps[0]['n_rollouts'])} rollouts each): "
           f"sampling {100 * (sample - judge) / step_total:.0f}%  judging {100 * judge / step_total:.0f}%  "
           f"updating {100 * update / step_total:.0f}% of {step_total:.1f} s of steps "
           f"(whole run incl. warm start and 2 evaluations: {total:.0f} s)")
@@ -205,7 +205,8 @@ def main() -> None:
         print(f"generate: {n} x {rlen} new tokens in {gen:.2f} s ({n * rlen / gen:,.0f} tokens/s); "
               f"a PPO round of sample + update spends {100 * gen / (gen + ppo_s):.0f}% sampling (judging runs on CPU)")
     elif not args.no_round:
-        real_round_shares()
+        for algo in ("ppo", "dpo"):
+            real_round_shares(algo)
 
 
 if __name__ == "__main__":
