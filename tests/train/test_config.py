@@ -110,3 +110,17 @@ def test_rewards_default_partial_credit_and_penalties():
     assert reward_for(ce, True, part) == pytest.approx(-1.0)
     assert reward_for(None, False, part) == pytest.approx(-2.0)
     assert reward_for(RunResult(verdict=Verdict.RE, passed=1, total=4), True, part) == pytest.approx(2.0)
+
+
+def test_steps_per_round_defaults_per_algorithm_and_an_explicit_value_wins(tmp_path):
+    from codealign.train.config import DEFAULT_STEPS_PER_ROUND
+
+    assert build_config().steps_per_round == DEFAULT_STEPS_PER_ROUND["ppo"]
+    assert build_config(algo="dpo").steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"] != DEFAULT_STEPS_PER_ROUND["ppo"]
+    f = tmp_path / "c.yaml"
+    f.write_text("algo: dpo\n")
+    assert build_config(f).steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"]
+    assert build_config(f, ["steps_per_round=3"]).steps_per_round == 3
+    # the resolved value is saved in DIR/config.json, so a resumed run keeps it
+    saved = build_config(algo="dpo").model_dump_json()
+    assert TrainConfig.model_validate_json(saved).steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"]
