@@ -103,11 +103,13 @@ def plot_curves(out: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
     rounds = [r["round"] for r in rows]
     ax1.plot(rounds, [r["eval_pass@1"] for r in rows], "o-", color="tab:blue", label="held-out pass@1")
     ax1.set_xlabel("round")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel("held-out pass@1", color="tab:blue")
     ax1.set_ylim(0, 1)
     with_reward = [r for r in rows if r.get("reward_mean") is not None]
