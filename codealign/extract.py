@@ -45,21 +45,22 @@ def _blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
+def _parse(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: null bytes
+        return None
+
+
 def parses(code: str) -> bool:
     """Whether ``code`` is syntactically valid Python 3."""
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):  # ValueError: null bytes
-        return False
-    return True
+    return _parse(code) is not None
 
 
 def _is_program(code: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Name, ast.Constant))) for node in tree.body)
+    tree = _parse(code)
+    bare = lambda node: isinstance(node, ast.Expr) and isinstance(node.value, (ast.Name, ast.Constant))  # noqa: E731
+    return tree is not None and not all(bare(node) for node in tree.body)
 
 
 def extract_code(completion: str) -> str | None:

@@ -190,17 +190,26 @@ class MemoryCgroup:
         self.path = path
 
     @classmethod
-    def create(cls, name: str) -> "MemoryCgroup | None":
+    def path_of(cls, name: str) -> str | None:
+        """Where the group ``name`` lives: under this process's own memory cgroup (None: no cgroup v1)."""
         try:
             with open("/proc/self/cgroup") as f:
                 rel = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
-            parent = os.path.join(cls.MOUNT, rel.lstrip("/"))
-            path = os.path.join(parent, name)
+        except (OSError, StopIteration, IndexError):
+            return None
+        return os.path.join(cls.MOUNT, rel.lstrip("/"), name)
+
+    @classmethod
+    def create(cls, name: str) -> "MemoryCgroup | None":
+        path = cls.path_of(name)
+        if path is None:
+            return None
+        try:
             os.makedirs(path, exist_ok=True)
             cg = cls(path)
             cg._write("memory.swappiness", "0")
             return cg
-        except (OSError, StopIteration, IndexError):
+        except OSError:
             return None
 
     def _write(self, name: str, value: str) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from pydantic import ValidationError
 
-from sandbox import languages, protocol
+from sandbox import languages, protocol, worker
 from sandbox.cache import ResultCache, request_key
 from sandbox.checker import CHECKER_VERSION, CHECKERS, check_stdout, check_value
 from sandbox.errors import BadRequest, SandboxFailure
@@ -40,7 +40,6 @@ from sandbox.spec import RunRequest, RunResult, TestCase, TestResult, Verdict
 log = logging.getLogger("sandbox")
 
 ENGINE_VERSION = "1"  # bump when verdict semantics change (it keys the result cache)
-SETUP_FAILED = 121  # mirrors sandbox.worker.SETUP_FAILED (the worker module is not imported here)
 DEFAULT_BIN_CACHE = os.path.join(tempfile.gettempdir(), f"codealign-sandbox-{os.geteuid()}", "bin")
 NPROC_LIMIT = 64  # processes + threads per test (RLIMIT_NPROC of the worker's own uid)
 NOFILE_LIMIT = 128  # open files per test
@@ -169,16 +168,8 @@ class _Slot:
 
 
 def _remove_worker_leftovers(pid: int) -> None:
-    """A worker's root mount point and memory cgroup, seen from outside its namespace: empty
-    directories named after its pid (removed by the worker itself unless it was killed)."""
-    paths = [f"/tmp/codealign-sandbox-root-{pid}"]  # the path sandbox/worker.py uses
-    try:
-        with open("/proc/self/cgroup") as f:
-            rel = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
-        paths.append(os.path.join("/sys/fs/cgroup/memory", rel.lstrip("/"), f"codealign-sandbox-{pid}"))
-    except (OSError, StopIteration, IndexError):
-        pass
-    for path in paths:
+    """What a killed worker could not remove itself (empty directories named after its pid)."""
+    for path in worker.leftover_dirs(pid):
         try:
             os.rmdir(path)
         except OSError:
@@ -187,9 +178,9 @@ def _remove_worker_leftovers(pid: int) -> None:
 
 def _sweep_dead_workers() -> None:
     """Leftovers of workers that died with their executor (e.g. a killed test run)."""
-    prefix = "codealign-sandbox-root-"
+    parent, prefix = os.path.split(worker.ROOT_PREFIX)
     try:
-        names = os.listdir("/tmp")
+        names = os.listdir(parent)
     except OSError:
         return
     for name in names:
@@ -556,7 +547,7 @@ class LocalExecutor:
                          or "java.lang.OutOfMemoryError" in stderr
                          or (prog.mode == "python" and stderr.rstrip().endswith("MemoryError"))):
             v, msg = Verdict.MLE, f"memory limit ({req.memory_limit_mb} MiB) exceeded"
-        elif code == SETUP_FAILED and child.get("setup_error"):
+        elif code == worker.SETUP_FAILED and child.get("setup_error"):
             v, msg = Verdict.RE, "the sandbox could not start the program"
         elif req.fn_name and child.get("missing_fn"):
             v, msg = Verdict.CE, f"no function or Solution method named {req.fn_name!r}"

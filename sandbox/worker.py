@@ -59,6 +59,26 @@ def _preload() -> None:
             pass
 
 
+ROOT_PREFIX = "/tmp/codealign-sandbox-root-"
+
+
+def root_dir(pid: int) -> str:
+    """The mount point of worker ``pid``'s minimal root (outside view)."""
+    return f"{ROOT_PREFIX}{pid}"
+
+
+def cgroup_name(pid: int) -> str:
+    """The name of worker ``pid``'s memory cgroup."""
+    return f"codealign-sandbox-{pid}"
+
+
+def leftover_dirs(pid: int) -> list[str]:
+    """The empty directories worker ``pid`` creates outside its namespaces and removes on exit,
+    unless it is killed: its root mount point and its memory cgroup."""
+    cgroup = isolation.MemoryCgroup.path_of(cgroup_name(pid))
+    return [root_dir(pid)] + ([cgroup] if cgroup else [])
+
+
 class Worker:
     def __init__(self, bin_cache: str, tmp_mb: int, isolate: str, memory_cgroup: bool = True) -> None:
         os.umask(0o022)
@@ -74,7 +94,7 @@ class Worker:
         self.uid: int | None = None
         self.cgroup: isolation.MemoryCgroup | None = None
         self.oom_base = 0
-        base = f"/tmp/codealign-sandbox-root-{os.getpid()}"
+        base = root_dir(os.getpid())
         if isolate != "off" and os.geteuid() == 0:
             try:
                 isolation.enter_worker_namespaces()
@@ -82,7 +102,7 @@ class Worker:
                 self.isolated = True
                 self.uid = UID_BASE + os.getpid()
                 if memory_cgroup:
-                    self.cgroup = isolation.MemoryCgroup.create(f"codealign-sandbox-{os.getpid()}")
+                    self.cgroup = isolation.MemoryCgroup.create(cgroup_name(os.getpid()))
             except OSError as e:
                 self.reason = f"namespaces unavailable ({e})"
         elif isolate == "off":

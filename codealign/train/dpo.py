@@ -49,10 +49,9 @@ def reference_response(problem: Problem, tokenizer) -> list[int] | None:
     solutions = problem.solutions.get("python") or []
     if not solutions:
         return None
-    from codealign.train.sft import format_response
+    from codealign.train.sft import format_response, response_ids
 
-    # tokenized exactly as the warm start teaches it (response apart from the prompt, then EOS)
-    return tokenizer(format_response(solutions[0]), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return response_ids(tokenizer, format_response(solutions[0]))  # exactly as the warm start teaches it
 
 
 def build_pairs(

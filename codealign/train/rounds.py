@@ -157,20 +157,10 @@ def initial_policy(cfg: TrainConfig, train_problems, log=print):
     on the training problems' reference solutions when ``sft.steps > 0``."""
     from codealign.prompts import build_prompt
     from codealign.train.models import load_pretrained
-    from codealign.train.sft import format_response, sft
+    from codealign.train.sft import format_response, sft, warm_start_tiny
 
     if cfg.model.name_or_path == "tiny":
-        from codealign.train import sft as sft_module
-
-        if hasattr(sft_module, "warm_start_tiny"):
-            return sft_module.warm_start_tiny(train_problems, build_prompt, seed=cfg.seed, sft=cfg.sft)
-        from codealign.train.tiny import load_tiny
-
-        prompts = [build_prompt(p) for p in train_problems]
-        responses = [format_response(p.solutions["python"][0]) for p in train_problems]
-        model, tokenizer = load_tiny(prompts + responses, seed=cfg.seed)
-        log(f"warm start: SFT for {cfg.sft.steps} steps on {len(prompts)} reference solutions")
-        return sft(model, tokenizer, prompts, responses, cfg.sft), tokenizer
+        return warm_start_tiny(train_problems, build_prompt, seed=cfg.seed, sft=cfg.sft, log=log)
     model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model.dtype)
     if cfg.sft.steps > 0:
         with_solution = [p for p in train_problems if p.solutions.get("python")]

@@ -35,12 +35,17 @@ def format_response(code: str, eos_token: str | None = None) -> str:
     return f"```python\n{code.rstrip()}\n```" + (eos_token or "")
 
 
+def response_ids(tokenizer, response: str) -> list[int]:
+    """A completion's token ids as the model should emit them: tokenized on its own, then EOS."""
+    return tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
 def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per example; prompt and response tokenized apart, as a sampler sees them."""
     out = []
     for prompt, response in zip(prompts, responses, strict=True):
         p = tokenizer(prompt, add_special_tokens=False).input_ids
-        r = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        r = response_ids(tokenizer, response)
         out.append((p + r, [IGNORE_INDEX] * len(p) + r))
     return out
 
@@ -103,12 +108,9 @@ _run_sft = sft  # warm_start_tiny's ``sft`` argument (the settings) shadows the 
 
 
 def _sft_key(base: Path, prompts: Sequence[str], responses: Sequence[str], config: SFTConfig) -> str:
-    import hashlib
+    from codealign.train.tiny import content_key
 
-    h = hashlib.sha256(f"{base.name}|{config.model_dump_json()}".encode())
-    for text in (*prompts, *responses):
-        h.update(hashlib.sha256(text.encode()).digest())
-    return h.hexdigest()[:16]
+    return content_key(f"{base.name}|{config.model_dump_json()}", [*prompts, *responses])
 
 
 def warm_start_tiny(

@@ -48,12 +48,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CODEALIGN_CACHE", Path.home() / ".cache" / "codealign"))
 
 
-def _cache_key(corpus: Sequence[str], seed: int, config: TinyConfig) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"v": BUILD_VERSION, "seed": seed, "config": config.model_dump()}, sort_keys=True).encode())
-    for text in corpus:
+def content_key(header: str, texts: Sequence[str]) -> str:
+    """16 hex digits naming a cache entry: sha256 of ``header`` followed by each text's own digest."""
+    h = hashlib.sha256(header.encode())
+    for text in texts:
         h.update(hashlib.sha256(text.encode()).digest())
     return h.hexdigest()[:16]
+
+
+def _cache_key(corpus: Sequence[str], seed: int, config: TinyConfig) -> str:
+    return content_key(json.dumps({"v": BUILD_VERSION, "seed": seed, "config": config.model_dump()}, sort_keys=True), corpus)
 
 
 def train_tokenizer(corpus: Sequence[str], vocab_size: int):
