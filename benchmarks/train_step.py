@@ -160,7 +160,7 @@ def real_round_shares(algo: str) -> None:
     rounds.train(cfg)
     total = time.perf_counter() - t
     steps = [r for r in rounds.read_metrics(cfg.out) if r.get("type") == "step"]
-    sample = sum(r["sample_s"] for r in steps)  # sampling + judging (the collector)
+    sample = sum(r["rollout_s"] for r in steps)  # sampling + judging (the collector)
     judge = sum(r.get("judge_s", 0.0) for r in steps)
     update = sum(r["update_s"] for r in steps)
     step_total = sample + update

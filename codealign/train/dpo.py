@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
+from codealign.train.distributed import global_sum, no_sync, rollout_stats
 from codealign.train.losses import dpo_loss
 from codealign.train.models import copy_weights, pack, sequence_logprobs
 
@@ -128,10 +129,8 @@ class DPO:
         # pad the local pair list with zero-weight copies up to the largest count of any process.
         n_local = len(pairs)
         n_max = int(acc.reduce(torch.tensor(n_local, device=acc.device), "max"))
-        stats = {"n_pairs": float(acc.reduce(torch.tensor(float(n_local), device=acc.device), "sum"))}
-        stats["reference_chosen"] = float(
-            acc.reduce(torch.tensor(float(sum(p.chosen_is_reference for p in pairs)), device=acc.device), "sum")
-        )
+        stats = {"n_pairs": float(global_sum(acc, torch.tensor(float(n_local), device=acc.device)))}
+        stats["reference_chosen"] = float(global_sum(acc, torch.tensor(float(sum(p.chosen_is_reference for p in pairs)), device=acc.device)))
         sums = {k: torch.zeros((), device=acc.device) for k in ("loss", "nll", "acc", "margin", "chosen", "rejected", "w")}
         grad_norms = []
         if n_max > 0:
@@ -143,7 +142,7 @@ class DPO:
                 order = torch.randperm(n_max, generator=torch.Generator().manual_seed(self.seed * 100_003 + step_index))
                 for batch_idx in order.split(cfg.batch_size):
                     w_batch = torch.tensor([weights[i] for i in batch_idx], device=acc.device)
-                    total_w = acc.reduce(w_batch.sum(), "sum").clamp(min=1)
+                    total_w = global_sum(acc, w_batch.sum()).clamp(min=1)
                     micros = batch_idx.split(cfg.micro_batch_size)
                     for j, idx in enumerate(micros):
                         w = torch.tensor([weights[i] for i in idx], device=acc.device)
@@ -155,8 +154,7 @@ class DPO:
                         nll = -pc / n_tok
                         total = losses + cfg.nll_weight * nll if cfg.nll_weight > 0 else losses
                         loss = (total * w).sum() * acc.num_processes / total_w
-                        ctx = acc.no_sync(self.policy) if (j < len(micros) - 1 and acc.num_processes > 1) else _Null()
-                        with ctx:
+                        with no_sync(acc, self.policy, j == len(micros) - 1):
                             acc.backward(loss)
                         sums["loss"] += (losses.detach() * w).sum()
                         sums["nll"] += (nll.detach() * w).sum()
@@ -169,11 +167,9 @@ class DPO:
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
-        tot = {k: float(acc.reduce(v.detach().clone(), "sum")) for k, v in sums.items()}
+        tot = {k: float(global_sum(acc, v)) for k, v in sums.items()}
         w = max(tot["w"], 1.0)
-        from codealign.train.ppo import _rollout_stats
-
-        stats.update(_rollout_stats(rollouts, acc))
+        stats.update(rollout_stats(rollouts, acc))
         stats.update(
             {
                 "dpo_loss": tot["loss"] / w,
@@ -183,7 +179,7 @@ class DPO:
                 "chosen_reward": tot["chosen"] / w,
                 "rejected_reward": tot["rejected"] / w,
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
-                "sample_s": t1 - t0,
+                "rollout_s": t1 - t0,  # sampling + judging + pairing
                 "update_s": t2 - t1,
                 "update_tokens_per_s": cfg.epochs * sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs) / max(t2 - t1, 1e-9),
             }
@@ -227,10 +223,3 @@ def _self_pair(rollouts: Sequence[Rollout], tokenizer) -> Pair:
     ids = r.response_ids if r else [tokenizer.eos_token_id]
     return Pair(r.problem_id if r else "", r.prompt_ids if r else [tokenizer.eos_token_id], ids, ids)
 
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

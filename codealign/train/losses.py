@@ -7,6 +7,8 @@ and 0 on prompt and padding. Every mean below is over valid (masked-in) tokens o
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -22,11 +24,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return masked_sum(x, mask, dim) / mask.sum(dim=dim).clamp(min=1)
 
 
-def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def normalize_advantages(
+    adv: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, sum_all: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
     """Factor 1 of Xu et al. (2024): whiten advantages with the mean and std of *all valid tokens of the
-    batch* (not per sequence). Padding stays 0."""
-    mean = masked_mean(adv, mask)
-    var = masked_mean((adv - mean) ** 2, mask)
+    batch* (not per sequence). Padding stays 0. ``sum_all`` sums a tensor over processes (data
+    parallel: the statistics are those of the global batch); None = this process's batch only."""
+    total = sum_all or (lambda t: t)
+    n = total(mask.sum()).clamp(min=1)
+    mean = total(masked_sum(adv, mask)) / n
+    var = total(masked_sum((adv - mean) ** 2, mask)) / n
     return (adv - mean) * torch.rsqrt(var + eps) * mask
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from codealign.train import losses as L
+from codealign.train.distributed import global_sum, no_sync, rollout_stats
 from codealign.train.models import PackedBatch, ema_update, logprobs, pack
 
 if TYPE_CHECKING:  # torch-only at run time, so benchmarks/train_step.py runs where pydantic is absent
@@ -81,7 +82,7 @@ class PPO:
 
         # 4. factor 1: normalize advantages over every valid token of the (global) batch ---------------
         if cfg.advantage_normalization:
-            adv = self._global_normalize(adv, mask)
+            adv = L.normalize_advantages(adv, mask, sum_all=lambda t: global_sum(acc, t))
 
         # 5. PPO epochs over mini-batches, gradient accumulation over micro-batches ---------------------
         sums = {k: torch.zeros((), device=acc.device) for k in ("pg", "vf", "clipped", "vclipped", "approx_kl", "entropy", "tokens")}
@@ -91,19 +92,19 @@ class PPO:
         self.policy.train(False)  # no dropout: the first epoch's ratio must be exactly 1
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, device=acc.device)
-            for mb_idx in perm.chunk(n_mb):
-                mb_tokens = acc.reduce(mask[mb_idx].sum().detach().clone(), "sum").clamp(min=1)
+            for mb_idx in perm.tensor_split(n_mb):  # exactly n_mb (chunk can make fewer)
+                mb_tokens = global_sum(acc, mask[mb_idx].sum()).clamp(min=1)
                 scale = acc.num_processes / mb_tokens  # DDP averages over processes
                 micros = mb_idx.split(cfg.micro_batch_size)
                 for j, idx in enumerate(micros):
                     mb = batch.index(idx)
                     m = mb.mask
                     sync = j == len(micros) - 1
-                    with _maybe_no_sync(acc, self.policy, sync):
+                    with no_sync(acc, self.policy, sync):
                         new_logp, ent = logprobs(self.policy, mb, with_entropy=True)
                         pg_sum, pg_stats = L.ppo_policy_loss(new_logp, old_logp[idx], adv[idx], m, cfg.ratio_clip)
                         acc.backward(pg_sum * scale)
-                    with _maybe_no_sync(acc, self.critic, sync):
+                    with no_sync(acc, self.critic, sync):
                         values = self.critic(mb.input_ids, mb.attention_mask)
                         vf_sum, vf_stats = L.value_loss(values, old_values[idx], returns[idx], m, cfg.value_clip)
                         acc.backward(vf_sum * scale)
@@ -128,14 +129,14 @@ class PPO:
             ema_update(self.ref, self.unwrapped_policy, cfg.ema_eta)
 
         t_end = time.perf_counter()
-        tot = {k: float(acc.reduce(v.detach().clone(), "sum")) for k, v in sums.items()}
+        tot = {k: float(global_sum(acc, v)) for k, v in sums.items()}
         ntok = max(tot["tokens"], 1.0)
-        resp_tokens = float(acc.reduce(mask.sum().detach().clone(), "sum"))
-        stats = _rollout_stats(rollouts, acc)
+        resp_tokens = float(global_sum(acc, mask.sum()))
+        stats = rollout_stats(rollouts, acc)
         stats.update(
             {
-                "kl": float(acc.reduce(L.masked_sum(kl, mask).detach().clone(), "sum")) / max(resp_tokens, 1.0),
-                "kl_per_seq": float(acc.reduce(L.masked_sum(kl, mask).detach().clone(), "sum")) / max(stats["n_rollouts"], 1),
+                "kl": float(global_sum(acc, L.masked_sum(kl, mask))) / max(resp_tokens, 1.0),
+                "kl_per_seq": float(global_sum(acc, L.masked_sum(kl, mask))) / max(stats["n_rollouts"], 1),
                 "policy_loss": tot["pg"] / ntok,
                 "value_loss": tot["vf"] / ntok,
                 "clip_frac": tot["clipped"] / ntok,
@@ -145,7 +146,7 @@ class PPO:
                 "grad_norm": sum(grad_norms) / len(grad_norms),
                 "adv_abs_mean": float(L.masked_mean(adv.abs(), mask)),
                 "value_mean": float(L.masked_mean(old_values, mask)),
-                "sample_s": t_rollout - t0,
+                "rollout_s": t_rollout - t0,  # sampling + judging (the round loop splits it: gen_s, judge_s)
                 "update_s": t_end - t_rollout,
                 "update_tokens_per_s": tot["tokens"] / max(t_end - t_rollout, 1e-9),
             }
@@ -158,52 +159,3 @@ class PPO:
         outs = [fn(batch.index(slice(i, i + self.cfg.micro_batch_size))) for i in range(0, n, self.cfg.micro_batch_size)]
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1])) for o in outs])
-
-    def _global_normalize(self, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.acc.num_processes == 1:
-            return L.normalize_advantages(adv, mask)
-        # same statistics as L.normalize_advantages, over the tokens of every process
-        s = self.acc.reduce(torch.stack([L.masked_sum(adv, mask), L.masked_sum(adv * adv, mask), mask.sum()]), "sum")
-        mean = s[0] / s[2].clamp(min=1)
-        var = s[1] / s[2].clamp(min=1) - mean**2
-        return (adv - mean) * torch.rsqrt(var.clamp(min=0) + 1e-8) * mask
-
-
-class _NullCtx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _maybe_no_sync(acc, model, sync: bool):
-    """Skip the all-reduce on all but the last micro-batch of a mini-batch (gradients still add up)."""
-    return _NullCtx() if sync or acc.num_processes == 1 else acc.no_sync(model)
-
-
-def _rollout_stats(rollouts: Sequence["Rollout"], acc) -> dict[str, float]:
-    """Reward mean, pass rate, judge errors, response length — summed over processes."""
-    t = torch.tensor(
-        [
-            len(rollouts),
-            sum(r.reward for r in rollouts if r.judged),
-            sum(r.judged for r in rollouts),
-            sum(r.passed for r in rollouts),
-            sum(not r.judged for r in rollouts),
-            sum(r.code is None for r in rollouts),
-            sum(len(r.response_ids) for r in rollouts),
-        ],
-        dtype=torch.float64,
-        device=acc.device,
-    )
-    t = acc.reduce(t, "sum").tolist()
-    n = max(t[0], 1.0)
-    return {
-        "n_rollouts": t[0],
-        "reward_mean": t[1] / max(t[2], 1.0),
-        "pass_rate": t[3] / n,
-        "judge_errors": t[4],
-        "no_code_frac": t[5] / n,
-        "response_len": t[6] / n,
-    }

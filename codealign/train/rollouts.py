@@ -40,12 +40,12 @@ class Rollout:
 class Timings:
     """Seconds spent per phase (the benchmark reports their shares)."""
 
-    sample_s: float = 0.0
-    judge_s: float = 0.0
+    gen_s: float = 0.0  # generating completions
+    judge_s: float = 0.0  # extracting programs and judging them
     tokens: int = 0  # response tokens generated
 
     def add(self, other: "Timings") -> None:
-        self.sample_s += other.sample_s
+        self.gen_s += other.gen_s
         self.judge_s += other.judge_s
         self.tokens += other.tokens
 

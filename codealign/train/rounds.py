@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,27 +228,66 @@ def prepare_out_dir(cfg: TrainConfig, resume: bool) -> TrainConfig:
     return cfg
 
 
+@dataclass
+class Run:
+    """Everything one ``codealign train`` process holds between set-up and the end of the loop."""
+
+    cfg: TrainConfig
+    acc: Any  # accelerate.Accelerator
+    out: Path
+    t_start: float  # perf_counter origin of elapsed_s (shifted back by the time of earlier attempts)
+    train_problems: list
+    eval_problems: list
+    tokenizer: Any
+    trainer: Any  # ppo.PPO or dpo.DPO
+    sampler: Any  # rollouts.PolicySampler
+    collector: Any  # rollouts.Collector
+    judge: Any  # rollouts.Judge
+    log: MetricsLog
+    step: int = 0  # steps done so far (a step's problems and sampling seed depend on it)
+    start_round: int = 1  # 1 for a fresh run (after round 0); on resume, the round after the checkpoint's
+    resumed: bool = False  # continued from a checkpoint (round 0 was evaluated by an earlier attempt)
+    last: dict = field(default_factory=dict)  # the newest round row
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+    def say(self, *args: Any) -> None:
+        if self.main:
+            print(*args)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) training; returns the last round row."""
+    run = start_run(cfg, resume)
+    if not run.resumed:  # round 0: the starting policy, before any update
+        evaluate_round(run, 0, {"reward_mean": None, "train_pass_rate": None})
+        save_checkpoint(run, 0)
+    for round_index in range(run.start_round, run.cfg.rounds + 1):
+        train_round(run, round_index)
+    finish(run)
+    return run.last
+
+
+def start_run(cfg: TrainConfig, resume: bool) -> Run:
+    """Set up a run: output dir and saved config, tasks, models (from the newest checkpoint on resume),
+    the trainer, sampler, judge and metrics log."""
     import torch
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     from codealign.samplers.base import SamplingParams
-    from codealign.train.models import ValueModel, make_reference, prepare_policy, resolve_device
+    from codealign.train.models import resolve_device
     from codealign.train.rollouts import Collector, Judge, PolicySampler
 
-    device = resolve_device(cfg.device)
-    acc = Accelerator(cpu=device.type == "cpu")
-    main = acc.is_main_process
-    say = print if main else (lambda *a, **k: None)
-    if main:
+    acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    if acc.is_main_process:
         cfg = prepare_out_dir(cfg, resume)
     acc.wait_for_everyone()
-    if not main and resume:
+    if not acc.is_main_process and resume:
         cfg = prepare_out_dir(cfg, True)
     out = Path(cfg.out)
-    if main:
+    if acc.is_main_process:
         (out / "config.json").write_text(cfg.model_dump_json(indent=2))
 
     t_start = time.perf_counter()
@@ -257,17 +297,45 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     if state:  # elapsed_s counts the whole run, across resumes (time lost to the kill excluded)
         t_start -= state.get("elapsed_s", 0.0)
     torch.manual_seed(cfg.seed)
+    say = print if acc.is_main_process else (lambda *a, **k: None)
+    trainer, tokenizer = build_trainer(cfg, acc, out, train_problems, ckpt, say)
 
-    # -- models ------------------------------------------------------------------------------------
+    engine = None
+    if cfg.sampling.sampler == "vllm":
+        from codealign.samplers.vllm import VLLMSampler
+
+        # the engine starts from the hub weights; sync() pushes the policy's before every sampling
+        engine = VLLMSampler(cfg.model.name_or_path, seed=cfg.seed, dtype=cfg.model.dtype)
+    sampler = PolicySampler(cfg.sampling, tokenizer, engine)
+    judge = Judge(cfg.judge, stop_on_first_failure=not cfg.reward.partial_credit)
+    params = SamplingParams(
+        max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p
+    )
+    collector = Collector(sampler, tokenizer, judge, cfg.reward, params, cfg.sampling.n_per_prompt)
+    log = MetricsLog(out, truncate_to=state["metrics_bytes"] if state else 0, enabled=acc.is_main_process,
+                     tensorboard=cfg.log.tensorboard)
+    run = Run(cfg, acc, out, t_start, train_problems, eval_problems, tokenizer, trainer, sampler, collector, judge, log)
+    if state:
+        say(f"resuming {out} after round {state['round']} (step {state['step']})")
+        run.step, run.start_round, run.resumed = state["step"], state["round"] + 1, True
+        run.last = next((r for r in reversed(read_metrics(out)) if r.get("type") == "round"), {})
+    return run
+
+
+def build_trainer(cfg: TrainConfig, acc, out: Path, train_problems: list, ckpt: Path | None, say):
+    """(trainer, tokenizer): the policy of round 0 (built and warm-started, or reloaded from
+    ``out/start_policy`` on resume), its critic and reference, the algorithm's trainer, and on resume
+    every state from checkpoint ``ckpt``."""
+    import torch
+
+    from codealign.train.models import ValueModel, load_pretrained, make_reference, prepare_policy
+
     start_dir = out / "start_policy"  # the policy of round 0 (after SFT); every resume rebuilds from it
     if ckpt is not None:
-        from codealign.train.models import load_pretrained
-
         policy, tokenizer = load_pretrained(str(start_dir), cfg.model.dtype)
-        say(f"resuming {out} after round {state['round']} (step {state['step']})")
     else:
         policy, tokenizer = initial_policy(cfg, train_problems, log=say)
-        if main:
+        if acc.is_main_process:
             policy.save_pretrained(start_dir)
             tokenizer.save_pretrained(start_dir)
     policy.to(acc.device)
@@ -285,123 +353,116 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         from codealign.train.ppo import PPO
 
         trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc)
-        prompts_per_step = cfg.ppo.prompts_per_step
     else:
         from codealign.train.dpo import DPO
 
         trainer = DPO(policy, ref, cfg.dpo, pad_id, tokenizer, acc, seed=cfg.seed)
-        prompts_per_step = cfg.dpo.prompts_per_step
     if ckpt is not None:
         trainer.load_state_dict(torch.load(ckpt / "optim.pt", map_location="cpu"))
+    return trainer, tokenizer
 
-    engine = None
-    if cfg.sampling.sampler == "vllm":
-        from codealign.samplers.vllm import VLLMSampler
 
-        # the engine starts from the hub weights; sync() pushes the policy's before every sampling
-        engine = VLLMSampler(cfg.model.name_or_path, seed=cfg.seed, dtype=cfg.model.dtype)
-    sampler = PolicySampler(cfg.sampling, tokenizer, engine)
-    judge = Judge(cfg.judge, stop_on_first_failure=not cfg.reward.partial_credit)
-    params = SamplingParams(
-        max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p
-    )
-    collector = Collector(sampler, tokenizer, judge, cfg.reward, params, cfg.sampling.n_per_prompt)
-    log = MetricsLog(out, truncate_to=state["metrics_bytes"] if state else 0, enabled=main, tensorboard=cfg.log.tensorboard)
+def save_checkpoint(run: Run, round_index: int) -> None:
+    """``out/checkpoints/round_NNNN``: written to a temporary directory and renamed into place, so a
+    directory with ``state.json`` is always complete; older rounds beyond ``keep_checkpoints`` go."""
+    import torch
 
-    def checkpoint(round_index: int, step: int) -> None:
-        acc.wait_for_everyone()
-        if main:
-            final = out / CHECKPOINTS / f"round_{round_index:04d}"
-            tmp = out / CHECKPOINTS / f".tmp_round_{round_index:04d}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            torch.save(acc.unwrap_model(trainer.policy).state_dict(), tmp / "policy.pt")
-            torch.save(trainer.ref.state_dict(), tmp / "ref.pt")
-            if cfg.algo == "ppo":
-                torch.save(acc.unwrap_model(trainer.critic).state_dict(), tmp / "critic.pt")
-            torch.save(trainer.state_dict(), tmp / "optim.pt")
-            # state.json last: its presence marks the directory complete
-            (tmp / "state.json").write_text(json.dumps(
-                {"round": round_index, "step": step, "metrics_bytes": log.tell(), "elapsed_s": time.perf_counter() - t_start}
-            ))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            for old in sorted((out / CHECKPOINTS).glob("round_*"))[: -cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+    acc, cfg, trainer = run.acc, run.cfg, run.trainer
+    acc.wait_for_everyone()
+    if run.main:
+        root = run.out / CHECKPOINTS
+        final, tmp = root / f"round_{round_index:04d}", root / f".tmp_round_{round_index:04d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(acc.unwrap_model(trainer.policy).state_dict(), tmp / "policy.pt")
+        torch.save(trainer.ref.state_dict(), tmp / "ref.pt")
+        if cfg.algo == "ppo":
+            torch.save(acc.unwrap_model(trainer.critic).state_dict(), tmp / "critic.pt")
+        torch.save(trainer.state_dict(), tmp / "optim.pt")
+        # state.json last: its presence marks the directory complete
+        (tmp / "state.json").write_text(json.dumps({
+            "round": round_index, "step": run.step, "metrics_bytes": run.log.tell(),
+            "elapsed_s": time.perf_counter() - run.t_start,
+        }))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(root.glob("round_*"))[: -cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
 
-    def eval_row(round_index: int, extra: dict) -> dict:
-        row = {"type": "round", "round": round_index, "algo": cfg.algo}
-        sampler.sync(acc.unwrap_model(trainer.policy))
-        row.update(evaluate(acc.unwrap_model(trainer.policy), eval_problems, collector, cfg, acc, round_index))
-        row.update(extra)
-        row["elapsed_s"] = time.perf_counter() - t_start
-        log.write(row)
-        say(f"round {round_index}: held-out pass@1 {row['eval_pass@1']:.3f}  " + "  ".join(
-            f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)))
-        return row
 
-    # -- round 0: the starting policy, before any update -----------------------------------------------
-    if ckpt is None:
-        step = 0
-        last = eval_row(0, {"reward_mean": None, "train_pass_rate": None})
-        checkpoint(0, step)
-        start_round = 1
-    else:
-        step = state["step"]
-        start_round = state["round"] + 1
-        last = next((r for r in reversed(read_metrics(out)) if r.get("type") == "round"), {})
+def evaluate_round(run: Run, round_index: int, extra: dict) -> dict:
+    """Evaluate the current policy on the held-out problems, write the round row, print a line."""
+    policy = run.acc.unwrap_model(run.trainer.policy)
+    row = {"type": "round", "round": round_index, "algo": run.cfg.algo}
+    run.sampler.sync(policy)
+    row.update(evaluate(policy, run.eval_problems, run.collector, run.cfg, run.acc, round_index))
+    row.update(extra)
+    row["elapsed_s"] = time.perf_counter() - run.t_start
+    run.log.write(row)
+    run.say(f"round {round_index}: held-out pass@1 {row['eval_pass@1']:.3f}  " + "  ".join(
+        f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)))
+    run.last = row
+    return row
 
-    # -- rounds 1..R ---------------------------------------------------------------------------------------
-    for round_index in range(start_round, cfg.rounds + 1):
-        t_round = time.perf_counter()
-        step_rows = []
-        bar = tqdm(range(cfg.steps_per_round), desc=f"round {round_index}/{cfg.rounds}", disable=not (main and cfg.log.progress))
-        for _ in bar:
-            step += 1
-            # all randomness of a step is a function of (seed, step): a resumed round replays it exactly
-            torch.manual_seed(cfg.seed * 1_000_003 + step)
-            problems = draw_problems(train_problems, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
-            collector.params = params.model_copy(update={"seed": cfg.seed * 1_000_003 + step * 101 + acc.process_index})
-            judge_before, gen_before = collector.timings.judge_s, collector.timings.sample_s
-            if cfg.algo == "ppo":
-                sampler.sync(trainer.unwrapped_policy)
-                stats = trainer.step(problems, lambda ps: collector(ps, trainer.unwrapped_policy))
-            else:
-                sampler.sync(trainer.sampling_model())
-                stats = trainer.step(problems, collector, step)
-            stats["gen_s"] = collector.timings.sample_s - gen_before  # of sample_s: generation ...
-            stats["judge_s"] = collector.timings.judge_s - judge_before  # ... and judging
-            row = {"type": "step", "step": step, "train_round": round_index, "algo": cfg.algo, **stats}
-            step_rows.append(row)
-            log.write(row)
-            bar.set_postfix(reward=f"{stats['reward_mean']:.2f}", pass_rate=f"{stats['pass_rate']:.2f}")
-        if cfg.algo == "dpo":
-            trainer.end_round()
-        mean = lambda k: sum(r.get(k, 0.0) for r in step_rows) / max(len(step_rows), 1)  # noqa: E731
-        last = eval_row(
-            round_index,
-            {
-                "reward_mean": mean("reward_mean"),
-                "train_pass_rate": mean("pass_rate"),
-                "steps": float(len(step_rows)),
-                "round_s": time.perf_counter() - t_round,
-            },
-        )
-        checkpoint(round_index, step)
 
-    if main:
-        final = out / "policy"
-        policy_out = acc.unwrap_model(trainer.policy)
-        if hasattr(policy_out, "merge_and_unload"):
+def train_round(run: Run, round_index: int) -> None:
+    """``steps_per_round`` x (draw problems -> sample -> judge -> reward -> update), then evaluate and
+    checkpoint."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg, acc, trainer, collector = run.cfg, run.acc, run.trainer, run.collector
+    prompts_per_step = cfg.ppo.prompts_per_step if cfg.algo == "ppo" else cfg.dpo.prompts_per_step
+    base_params = collector.params
+    t_round = time.perf_counter()
+    step_rows = []
+    bar = tqdm(range(cfg.steps_per_round), desc=f"round {round_index}/{cfg.rounds}", disable=not (run.main and cfg.log.progress))
+    for _ in bar:
+        run.step += 1
+        step = run.step
+        # all randomness of a step is a function of (seed, step): a resumed round replays it exactly
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        problems = draw_problems(run.train_problems, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
+        collector.params = base_params.model_copy(update={"seed": cfg.seed * 1_000_003 + step * 101 + acc.process_index})
+        before = (collector.timings.gen_s, collector.timings.judge_s)
+        if cfg.algo == "ppo":
+            run.sampler.sync(trainer.unwrapped_policy)
+            stats = trainer.step(problems, lambda ps: collector(ps, trainer.unwrapped_policy))
+        else:
+            run.sampler.sync(trainer.sampling_model())
+            stats = trainer.step(problems, collector, step)
+        stats["gen_s"] = collector.timings.gen_s - before[0]  # rollout_s = gen_s + judge_s (+ pairing)
+        stats["judge_s"] = collector.timings.judge_s - before[1]
+        row = {"type": "step", "step": step, "train_round": round_index, "algo": cfg.algo, **stats}
+        step_rows.append(row)
+        run.log.write(row)
+        bar.set_postfix(reward=f"{stats['reward_mean']:.2f}", pass_rate=f"{stats['pass_rate']:.2f}")
+    collector.params = base_params
+    if cfg.algo == "dpo":
+        trainer.end_round()
+    mean = lambda k: sum(r.get(k, 0.0) for r in step_rows) / max(len(step_rows), 1)  # noqa: E731
+    evaluate_round(run, round_index, {
+        "reward_mean": mean("reward_mean"),
+        "train_pass_rate": mean("pass_rate"),
+        "steps": float(len(step_rows)),
+        "round_s": time.perf_counter() - t_round,
+    })
+    save_checkpoint(run, round_index)
+
+
+def finish(run: Run) -> None:
+    """Save the final policy (LoRA merged) to ``out/policy``, plot, close the log and the judge."""
+    if run.main:
+        policy = run.acc.unwrap_model(run.trainer.policy)
+        if hasattr(policy, "merge_and_unload"):
             import copy
 
-            policy_out = copy.deepcopy(policy_out).merge_and_unload()
-        policy_out.save_pretrained(final)
-        tokenizer.save_pretrained(final)
-        if cfg.log.plot:
-            plot_curves(out)
-    log.close()
-    judge.close()
-    acc.wait_for_everyone()
-    return last
+            policy = copy.deepcopy(policy).merge_and_unload()
+        policy.save_pretrained(run.out / "policy")
+        run.tokenizer.save_pretrained(run.out / "policy")
+        if run.cfg.log.plot:
+            plot_curves(run.out)
+    run.log.close()
+    run.judge.close()
+    run.acc.wait_for_everyone()
