@@ -48,7 +48,9 @@ def _blocks(text: str) -> list[tuple[str, str]]:
 def _parse(code: str) -> ast.Module | None:
     try:
         return ast.parse(code)
-    except (SyntaxError, ValueError):  # ValueError: null bytes
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        # ValueError: null bytes. MemoryError / RecursionError: CPython's parser gives up on deeply
+        # nested or very long expressions ('the ' * 2000, a 200k-term sum); such text is no program.
         return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ _SILENCE_STDOUT = "import os as _ca_os, sys as _ca_sys\n_ca_sys.stdout = open(_c
 
 # APPS' own harness runs every program after a fixed block of imports (typing's List among them), and
 # LeetCode-style starter code relies on it. numpy (also in that block) is added only when the program
-# uses ``np.``, because importing it costs ~0.1 s per test.
+# names ``np.`` as a word of its own (``inp.split()`` does not), because importing it costs ~0.1 s per
+# test; and inside ``try`` so that a sandbox without numpy fails only the programs that use it.
 APPS_IMPORTS = (
     "import sys, time, itertools, collections, math, fractions, random, heapq\n"
     "from itertools import accumulate, product, permutations, combinations\n"
@@ -39,6 +41,8 @@ APPS_IMPORTS = (
     "from typing import List, Tuple\n"
     "from heapq import *\n"
 )
+_NUMPY_IMPORT = "try:\n    import numpy as np\nexcept ImportError:\n    pass\n"
+_USES_NP = re.compile(r"(?<![\w.])np\s*\.")
 
 
 def program_from_completion(problem: Problem, completion: str) -> str | None:
@@ -54,7 +58,7 @@ def build_request(problem: Problem, code: str, *, tests: Sequence[TestCase] | No
         prefix = "" if "from __future__" in code else _SILENCE_STDOUT
         code = f"{prefix}{code}\n\n{problem.test_code}"
     elif problem.checker == "apps" and "from __future__" not in code:
-        code = APPS_IMPORTS + ("import numpy as np\n" if "np." in code else "") + code
+        code = APPS_IMPORTS + (_NUMPY_IMPORT if _USES_NP.search(code) else "") + code
     return RunRequest(
         language="python",
         code=code,
@@ -179,7 +183,8 @@ def outcome(problem: Problem, result: RunResult) -> Outcome:
         verdict=result.verdict.value,
         passed=result.passed,
         total=result.total,
-        correct=result.verdict == Verdict.AC and result.passed == result.total,
+        # A problem with no tests proves nothing: never correct (the sandbox calls a run of 0 tests AC).
+        correct=result.verdict == Verdict.AC and result.passed == result.total > 0,
         public_ok=public_ok,
         signature=h.hexdigest()[:16],
     )

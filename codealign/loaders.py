@@ -222,6 +222,10 @@ def load_problems(name_or_path: str | Path | None = None, split: str | None = No
     """Load problems from a local file or folder, a Hub dataset, or the embedded default.
 
     - ``None``, ``"embedded"`` or ``"default"``: the embedded dataset in ``codealign/data``.
+    - ``"synthetic"`` or ``"synthetic:SEED"``: the generated task family ``codealign train`` learns on
+      (:func:`codealign.synthetic_tasks.split_problems`; split ``"test"``, the held-out tasks, by default).
+    - A name that looks like a local path (starts with ``.``, ``/`` or ``~``, or ends in a data file
+      extension) but does not exist: :class:`DatasetFormatError` saying so.
     - An existing path: a ``.jsonl``/``.jsonl.gz``/``.parquet`` file, or a folder of them (with
       ``split``, files named ``<split>.jsonl`` / ``<split>-*.parquet`` are preferred). The split
       defaults to the file name's stem.
@@ -230,12 +234,17 @@ def load_problems(name_or_path: str | Path | None = None, split: str | None = No
 
     ``limit`` keeps the first ``limit`` problems. Problem ids must be unique within the result.
     """
-    if name_or_path is None or str(name_or_path) in EMBEDDED_NAMES:
+    name = None if name_or_path is None else str(name_or_path)
+    if name is None or name in EMBEDDED_NAMES:
         problems = _load_local(EMBEDDED_DIR, split)
-    elif Path(name_or_path).expanduser().exists():
-        problems = _load_local(Path(name_or_path).expanduser(), split)
+    elif name == "synthetic" or name.startswith("synthetic:"):
+        problems = _load_synthetic(name, split)
+    elif Path(name).expanduser().exists():
+        problems = _load_local(Path(name).expanduser(), split)
+    elif _looks_like_path(name):
+        raise DatasetFormatError(f"{name}: file does not exist (a local dataset must be an existing .jsonl, .jsonl.gz or .parquet file or a folder of them)")
     else:
-        problems = _load_hub(str(name_or_path), split or "test")
+        problems = _load_hub(name, split or "test")
     if limit is not None:
         problems = problems[:limit]
     seen: set[str] = set()
@@ -243,6 +252,26 @@ def load_problems(name_or_path: str | Path | None = None, split: str | None = No
     if dupes:
         raise DatasetFormatError(f"duplicate problem ids in {name_or_path}: {dupes[:5]}")
     return problems
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name the user meant as a local path (Hub ids are ``name`` or ``org/name``, never these)."""
+    return name.startswith((".", "/", "~")) or name.lower().endswith((".jsonl", ".json", ".jsonl.gz", ".parquet")) or name.count("/") > 1
+
+
+def _load_synthetic(name: str, split: str | None) -> list[Problem]:
+    """``synthetic`` / ``synthetic:SEED``: the generated task family of ``codealign train`` (default split: test)."""
+    from codealign.synthetic_tasks import split_problems
+
+    seed_text = name.partition(":")[2] or "0"
+    try:
+        seed = int(seed_text)
+    except ValueError:
+        raise DatasetFormatError(f"{name!r}: the synthetic family's seed must be an integer, e.g. synthetic:3") from None
+    try:
+        return split_problems(split or "test", seed)
+    except ValueError as e:
+        raise DatasetFormatError(str(e)) from e
 
 
 def _load_local(path: Path, split: str | None) -> list[Problem]:

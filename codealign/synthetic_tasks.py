@@ -227,7 +227,8 @@ def make_tasks(
     n_tests: int = 4,
     heldout_fraction: float = 0.15,
 ):
-    """The embedded task set: ``(train, heldout)`` lists of :class:`codealign.problems.Problem`.
+    """The embedded task set: ``(train, heldout)`` lists of :class:`codealign.problems.Problem`
+    (``split`` labels ``"train"`` and ``"test"``: the held-out tasks are the evaluation split).
 
     Deterministic given ``seed``. 448 combinations exist (8 filters x 8 transforms x 7 aggregates);
     ``heldout_fraction`` of them are held out. Training gets up to ``per_train_combination`` tasks
@@ -239,5 +240,19 @@ def make_tasks(
     )
     rng = random.Random(f"tests-{seed}")
     train = [to_problem(s, "train", make_tests(s, rng, n_tests)) for s in train_specs]
-    heldout = [to_problem(s, "heldout", make_tests(s, rng, n_tests)) for s in heldout_specs]
+    heldout = [to_problem(s, "test", make_tests(s, rng, n_tests)) for s in heldout_specs]
     return train, heldout
+
+
+def split_problems(split: str = "test", seed: int = 0) -> list:
+    """One split of the family exactly as ``codealign train`` draws it (:func:`make_tasks` with its
+    defaults): ``"train"``, or ``"test"``, the held-out evaluation split (``"heldout"`` is the same).
+
+    Selects by each problem's ``split`` label, so it follows :func:`make_tasks` whatever splits it makes.
+    """
+    wanted = "test" if split in ("heldout", "held-out") else split
+    problems = [p for group in make_tasks(seed) for p in group]
+    chosen = [p for p in problems if p.split == wanted]
+    if not chosen:
+        raise ValueError(f"the synthetic task family has no split {split!r}; use one of {sorted({p.split for p in problems})}")
+    return chosen

@@ -40,6 +40,10 @@ class Sampler(ABC):
     def sample(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Completion]]:
         """``n`` completions for each prompt, in prompt order: ``result[i][j]`` is sample j of prompt i."""
 
+    def context_length(self) -> int | None:
+        """Positions the model attends to (prompt + response, tokens), when this sampler knows it."""
+        return None
+
     def close(self) -> None:
         """Release resources (threads, engines). Safe to call twice."""
 

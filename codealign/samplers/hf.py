@@ -38,6 +38,9 @@ class HFSampler(Sampler):
                 raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
             tokenizer.pad_token = tokenizer.eos_token
 
+    def context_length(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def sample(self, prompts: Sequence[str], n: int, params: SamplingParams) -> list[list[Completion]]:
         import torch
 

@@ -60,6 +60,12 @@ class VLLMSampler(Sampler):
             )
         return result
 
+    def context_length(self) -> int | None:
+        try:
+            return int(self.llm.llm_engine.model_config.max_model_len)
+        except (AttributeError, TypeError, ValueError):
+            return None
+
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
         """Push policy weights (``(name, tensor)`` pairs, HF parameter names) into the engine.
 

@@ -22,7 +22,7 @@ def reward_for(result: RunResult | None, has_code: bool, cfg: RewardConfig) -> f
     """Reward of one sample. ``result`` is its judge result (None when it has no code)."""
     if not has_code or result is None:
         return cfg.fail_reward - cfg.no_code_penalty
-    passed_all = result.verdict == Verdict.AC and result.passed == result.total
+    passed_all = result.verdict == Verdict.AC and result.passed == result.total > 0  # no tests proves nothing
     if passed_all:
         return cfg.pass_reward
     if cfg.partial_credit and result.total > 0:
@@ -40,4 +40,4 @@ def reward_for(result: RunResult | None, has_code: bool, cfg: RewardConfig) -> f
 
 def passed(result: RunResult | None) -> bool:
     """Whether a sample is correct: judged, and every test accepted."""
-    return result is not None and result.verdict == Verdict.AC and result.passed == result.total
+    return result is not None and result.verdict == Verdict.AC and result.passed == result.total > 0

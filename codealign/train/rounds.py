@@ -459,6 +459,9 @@ def finish(run: Run) -> None:
             import copy
 
             policy = copy.deepcopy(policy).merge_and_unload()
+        # Servers that follow the generation config (`transformers serve`) sample only when it says so;
+        # codealign's own samplers always set do_sample themselves.
+        policy.generation_config.do_sample = True
         policy.save_pretrained(run.out / "policy")
         run.tokenizer.save_pretrained(run.out / "policy")
         if run.cfg.log.plot:

@@ -57,7 +57,7 @@ def test_problems_are_valid_synthetic_problems_with_several_tests():
     train, heldout = make_tasks(0, n_tests=5)
     for p in (*train[:20], *heldout):
         assert isinstance(p, Problem)
-        assert p.source == "synthetic" and p.split in ("train", "heldout")
+        assert p.source == "synthetic" and p.split in ("train", "test")
         assert len(p.all_tests()) == 5 and len(p.public_tests) == 1
         assert len({t.input for t in p.all_tests()}) == 5  # distinct random inputs
         assert p.solutions["python"][0] in p.solutions["python"]
