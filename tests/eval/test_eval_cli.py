@@ -96,7 +96,9 @@ def test_bad_input_gets_clear_errors_and_loses_nothing(tmp_path, dataset):
     assert proc.returncode == 2 and "samples file not found" in proc.stderr
 
     proc = codealign("--samples", str(samples), "--dataset", str(tmp_path / "nope.jsonl"), "--k", "1", "--out", str(tmp_path / "o4"))
-    assert proc.returncode == 2 and "nope.jsonl" in proc.stderr
+    assert proc.returncode == 2 and "nope.jsonl: file does not exist" in proc.stderr
+    proc = codealign("--samples", str(samples), "--dataset", "./nope.jsonl", "--k", "1", "--out", str(tmp_path / "o4"), cwd=tmp_path)
+    assert proc.returncode == 2 and "file does not exist" in proc.stderr and "HFValidation" not in proc.stderr
 
     proc = codealign("--samples", str(samples), "--dataset", str(dataset), "--k", "1,x")
     assert proc.returncode == 2 and "comma-separated integers" in proc.stderr
@@ -224,3 +226,96 @@ def test_sandbox_url_judges_on_running_services_with_the_same_figures(tmp_path, 
     assert a["pass_at_k"] == b["pass_at_k"] == {"1": 0.5, "2": 1.0}
     assert a["verdicts"] == b["verdicts"]
     assert served == 3  # the three programs ran on the services, not in process; 'none' is no program
+
+
+def test_untested_problems_are_left_out_and_unparsable_completions_are_ce(tmp_path, dataset):
+    """Class 10 (#9): an APPS row with an empty input_output was AC for any program; a completion that
+    makes ast.parse raise MemoryError / RecursionError killed the whole eval."""
+    empty = {**apps_row(12, [("1\n", "2\n")]), "input_output": ""}
+    dataset.write_text(dataset.read_text() + json.dumps(empty) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    double, square = "print(int(input()) * 2)", "x = int(input())\nprint(x * x)"
+    write_samples(samples, [("10", fenced(double)), ("10", "the " * 2000), ("11", fenced(square)), ("11", "+".join(["1"] * 200_000)),
+                            ("12", fenced(double)), ("12", fenced(double))])
+    proc = codealign("--samples", str(samples), "--dataset", str(dataset), "--k", "1,2", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 problems of dataset" in proc.stderr and "have no tests" in proc.stderr and "'12'" in proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["no_tests"] == {"n_problems": 1, "ids": ["12"]}
+    assert summary["n_problems"] == 2 and summary["pass_at_k"] == {"1": 0.5, "2": 1.0}
+    assert summary["verdicts"] == {"AC": 2, "CE": 2} and summary["no_program"] == 2
+
+    write_samples(samples, [("12", fenced(double))])
+    proc = codealign("--samples", str(samples), "--dataset", str(dataset), "--k", "1", "--out", str(tmp_path / "out2"))
+    assert proc.returncode == 2 and "nothing to score" in proc.stderr
+
+
+def test_resume_is_keyed_on_the_samples_content_and_the_settings(tmp_path, dataset):
+    """Class 10 (#9): --resume after the samples file changed reused stale verdicts; another --k was taken silently."""
+    samples = tmp_path / "samples.jsonl"
+    rows = [("10", fenced("print(int(input()) * 2)")), ("10", fenced("print(4)")), ("11", fenced("print(9)")), ("11", fenced("print(16)"))]
+    write_samples(samples, rows)
+    out = tmp_path / "out"
+    args = ["--samples", str(samples), "--dataset", str(dataset), "--out", str(out)]
+    assert codealign(*args, "--k", "1,2").returncode == 0
+    results = (out / "results.jsonl").read_text()
+
+    write_samples(samples, [*rows[:3], ("11", fenced("x = int(input())\nprint(x * x)"))])  # same path, other content
+    proc = codealign(*args, "--k", "1,2", "--resume")
+    assert proc.returncode == 2 and "samples file's content" in proc.stderr and "stale" in proc.stderr
+    assert (out / "results.jsonl").read_text() == results
+
+    write_samples(samples, rows)
+    proc = codealign(*args, "--k", "1", "--resume")  # scoring only: recomputed from the same verdicts
+    assert proc.returncode == 0 and "recomputed" in proc.stderr
+    assert json.loads((out / "summary.json").read_text())["pass_at_k"] == {"1": 0.25}
+    assert json.loads((out / "run.json").read_text())["scoring"]["k"] == [1]
+    assert (out / "results.jsonl").read_text() == results
+
+    # A result row whose program is not the sample's is never reused, whatever it claims.
+    forged = [json.loads(line) for line in results.splitlines()]
+    for r in forged:
+        if r["code"] == "print(4)\n":
+            r.update(code="print(int(input()) * 2)\n", verdict="AC", passed=2, correct=True)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in forged))
+    proc = codealign(*args, "--k", "1", "--resume")
+    assert proc.returncode == 0 and "do not match the samples" in proc.stderr
+    assert json.loads((out / "summary.json").read_text())["pass_at_k"] == {"1": 0.25}
+
+
+def test_synthetic_held_out_tasks_score_their_reference_solutions(tmp_path):
+    from codealign.synthetic_tasks import make_tasks
+
+    _, heldout = make_tasks(0)
+    samples = tmp_path / "samples.jsonl"
+    write_samples(samples, [(p.id, fenced(p.solutions["python"][0])) for p in heldout])
+    proc = codealign("--samples", str(samples), "--dataset", "synthetic", "--k", "1", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_problems"] == 48 and summary["pass_at_k"] == {"1": 1.0} and list(summary["by_source"]) == ["synthetic"]
+
+
+def test_prompts_longer_than_the_context_are_counted_apart_not_sampled(tmp_path, tiny_lm):
+    from codealign.prompts import build_prompt
+    from codealign.synthetic_tasks import split_problems
+
+    model, tok = tiny_lm
+    problems = split_problems("test")[:6]
+    lengths = {p.id: len(tok(build_prompt(p, tok)).input_ids) for p in problems}
+    context = sorted(lengths.values())[3]  # the three longest prompts do not fit
+    model.config.max_position_embeddings = context
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    proc = codealign("--model", str(tmp_path / "model"), "--sampler", "hf", "--dataset", "synthetic", "--limit", "6", "--n", "2",
+                     "--k", "1", "--max-new-tokens", "8", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("longer than the model's context") == 1
+    summary = json.loads((out / "summary.json").read_text())
+    too_long = {pid for pid, k in lengths.items() if k >= context}
+    assert set(summary["too_long"]["ids"]) == too_long and summary["too_long"]["context"] == context
+    assert summary["n_problems"] == 6 - len(too_long) and summary["n_samples"] == 2 * (6 - len(too_long))
+    sampled = {json.loads(line)["problem_id"] for line in (out / "samples.jsonl").read_text().splitlines()}
+    assert sampled == set(lengths) - too_long
+    # Generation stopped at the context: max_new_tokens was cut for prompts within 8 tokens of it.
+    assert summary["sampling"].get("max_new_tokens_capped_problems", 0) == sum(context - 8 < k < context for k in lengths.values())

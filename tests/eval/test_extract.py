@@ -74,3 +74,10 @@ def test_humaneval_continuation_is_cut_at_the_first_top_level_line():
     chat = "```python\ndef add(a, b):\n    return a + b\n```"
     assert humaneval_program(prompt, chat, "add") == "def add(a, b):\n    return a + b\n"
     assert humaneval_program(prompt, "    return (a +\n", "add") is None
+
+
+def test_text_the_parser_gives_up_on_is_no_program_not_a_crash():
+    """Class 10 (#9): ast.parse raises MemoryError / RecursionError on these; that killed the whole eval."""
+    for text in ("the " * 2000, "+".join(["1"] * 200_000), "-" * 100_000 + "1"):
+        assert extract_code(text) is None
+    assert humaneval_program("def f(x):\n", "    return " + "(" * 5000 + "x" + ")" * 5000 + "\n", "f") is None

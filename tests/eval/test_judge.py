@@ -138,3 +138,27 @@ def test_call_based_samples_cluster_on_their_return_values(executor):
     assert [o.correct for o in outs] == [True, True, False, False] and all(o.public_ok for o in outs)
     assert outs[0].signature == outs[1].signature
     assert len({o.signature for o in outs}) == 3
+
+
+def test_numpy_is_imported_only_for_programs_that_name_np(executor):
+    """Class 10 (#9): `inp.split()` contains the text `np.` and was run after `import numpy as np`."""
+    p = Problem(id="apps-np", source="apps", statement="", checker="apps",
+                private_tests=[TestCase(input="3 4\n", output="3\n")])
+    words = "inp = input()\nprint(inp.split()[0])\n"
+    assert "numpy" not in build_request(p, words).code
+    (r,) = judge_many(executor, [(p, words)])
+    assert r.verdict.value == "AC"
+    uses = "import sys\nx = np.array([int(v) for v in input().split()])\nprint(x[0])\n"
+    request = build_request(p, uses).code
+    # numpy as APPS' harness has it, guarded: a sandbox without numpy fails only programs using np.
+    assert "try:\n    import numpy as np\nexcept ImportError:" in request
+    for text in ("z = snp.x", "a.np.b", "q = 1"):
+        assert "numpy" not in build_request(p, text).code
+
+
+def test_a_problem_without_tests_is_never_correct(executor):
+    """Class 10 (#9): an APPS row with an empty input_output ran 0 tests and counted as AC."""
+    p = Problem(id="empty", source="apps", statement="", checker="apps")
+    (r,) = judge_many(executor, [(p, "print(1)\n")])
+    o = outcome(p, r)
+    assert (o.passed, o.total) == (0, 0) and not o.correct

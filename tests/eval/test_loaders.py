@@ -125,3 +125,25 @@ def test_hub_name_loads_through_datasets_from_the_offline_cache(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["300", "846_E.", "Chemistry", "in", "Berland", "test", "codecontests", "10"]
+
+
+def test_a_path_that_does_not_exist_is_said_so_not_tried_on_the_hub(tmp_path):
+    for name in ("./nope.jsonl", str(tmp_path / "nope.jsonl"), "data/apps/nope.parquet", "~/nope.jsonl"):
+        with pytest.raises(DatasetFormatError, match="file does not exist") as e:
+            load_problems(name)
+        assert "HFValidation" not in str(e.value)
+
+
+def test_synthetic_dataset_is_the_split_codealign_train_uses():
+    from codealign.synthetic_tasks import make_tasks
+
+    train, heldout = make_tasks(0)
+    test = load_problems("synthetic")
+    assert [p.id for p in test] == [p.id for p in heldout] and all(p.split == "test" for p in test)
+    assert [p.id for p in load_problems("synthetic", "heldout")] == [p.id for p in heldout]
+    assert [p.id for p in load_problems("synthetic", "train", limit=5)] == [p.id for p in train[:5]]
+    assert [p.id for p in load_problems("synthetic:3")] == [p.id for p in make_tasks(3)[1]]
+    with pytest.raises(DatasetFormatError, match="no split 'valid'"):
+        load_problems("synthetic", "valid")
+    with pytest.raises(DatasetFormatError, match="integer"):
+        load_problems("synthetic:x")

@@ -110,6 +110,8 @@ def test_rewards_default_partial_credit_and_penalties():
     assert reward_for(ce, True, part) == pytest.approx(-1.0)
     assert reward_for(None, False, part) == pytest.approx(-2.0)
     assert reward_for(RunResult(verdict=Verdict.RE, passed=1, total=4), True, part) == pytest.approx(2.0)
+    # A problem without tests rewards nothing (the sandbox calls a run of 0 tests AC; #9 class 10).
+    assert reward_for(RunResult(verdict=Verdict.AC, passed=0, total=0), True, cfg) == 0.0
 
 
 def test_steps_per_round_defaults_per_algorithm_and_an_explicit_value_wins(tmp_path):
