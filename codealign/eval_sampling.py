@@ -10,9 +10,11 @@ One file format, two paths:
   ``samples.jsonl`` once all of them are in. A resumed run rebuilds unfinished problems from that log
   and requests only the sample indices still missing, however the server split its answers.
 
-Also here: prompts that do not fit the model's context are counted apart and never sampled (hf/vllm
-measure them with the tokenizer; a server says so with a 4xx), and problems whose n samples all came
-back identical at temperature > 0 are reported (a server ignoring ``temperature`` does that).
+Also here: prompts that do not fit the model's context are counted apart and never sampled, and
+generation is kept within the context (hf/vllm measure prompts with the model's tokenizer; so does the
+openai path when ``--model`` is a local model folder, as with ``transformers serve``; otherwise a server
+that refuses a prompt as too long says so with a 4xx); problems whose n samples all came back identical
+at temperature > 0 are reported (a server ignoring ``temperature`` does that).
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ def _complete_problems(path: Path, n: int) -> dict[str, list[str]]:
     return done
 
 
+def _fit_context(report: SamplingReport, lengths: dict[str, int], max_new_tokens: int) -> dict[str, int]:
+    """Problems whose prompt fills the context go to ``report.too_long``; the others' max_new_tokens, cut to fit."""
+    context = report.context
+    if not context:
+        return {pid: max_new_tokens for pid in lengths}
+    report.too_long.update({pid: f"{k} prompt tokens >= context {context}" for pid, k in lengths.items() if k >= context})
+    fits = {pid: min(max_new_tokens, context - k) for pid, k in lengths.items() if k < context}
+    report.capped += sum(m < max_new_tokens for m in fits.values())
+    return fits
+
+
 # ---------------------------------------------------------------------------------- local (hf, vllm)
 
 
@@ -184,9 +197,8 @@ def _sample_local(cfg: EvalConfig, problems: list[Problem], n: int, path: Path, 
             raise EvalError(str(e)) from e
         report.context = sampler.context_length()
         lengths = {pid: len(tokenizer(text).input_ids) for pid, text in prompts.items()} if report.context else {}
-        if report.context:
-            report.too_long = {pid: f"{k} prompt tokens >= context {report.context}" for pid, k in lengths.items() if k >= report.context}
-            todo = [(i, p) for i, p in todo if p.id not in report.too_long]
+        room = _fit_context(report, lengths, cfg.max_new_tokens) if report.context else {}
+        todo = [(i, p) for i, p in todo if p.id not in report.too_long]
         # Several problems per sampler call when n is small, so batches stay full (hf: batch_size
         # sequences; vllm: ~256 sequences in flight).
         per_call = max(1, (cfg.batch_size if cfg.sampler == "hf" else 256) // n)
@@ -195,10 +207,8 @@ def _sample_local(cfg: EvalConfig, problems: list[Problem], n: int, path: Path, 
             task = bar.add_task("sampling", total=len(problems) * n, completed=len(done) * n)
             for start in range(0, len(todo), per_call):
                 chunk = todo[start : start + per_call]
-                max_new = cfg.max_new_tokens
-                if report.context:  # never past the context: what comes after it is garbage
-                    max_new = min(max_new, report.context - max(lengths[p.id] for _, p in chunk))
-                    report.capped += sum(lengths[p.id] + cfg.max_new_tokens > report.context for _, p in chunk)
+                # never past the context: what a model writes there is garbage (one call, one length)
+                max_new = min([cfg.max_new_tokens, *(room[p.id] for _, p in chunk if p.id in room)])
                 # The seed follows the first problem's position, so a resumed run that redoes the
                 # same chunks draws what an uninterrupted one would.
                 params = SamplingParams(max_new_tokens=max_new, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + chunk[0][0])
@@ -236,6 +246,27 @@ def _missing_runs(got: dict[int, str], n: int) -> list[tuple[int, int]]:
     return runs
 
 
+def _local_model_measure(model: str, chat: bool):
+    """(context, prompt -> tokens) when ``model`` is a local model folder with a tokenizer, else (None, None)."""
+    if not (Path(model) / "config.json").is_file():
+        return None, None
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+
+        context = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except Exception:  # noqa: BLE001 - only a help: the server has the last word
+        return None, None
+    if not context or (chat and not getattr(tokenizer, "chat_template", None)):
+        return None, None
+
+    def measure(prompt) -> int:
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) if chat else prompt
+        return len(tokenizer(text).input_ids)
+
+    return int(context), measure
+
+
 def _sample_served(cfg: EvalConfig, problems: list[Problem], n: int, path: Path, report: SamplingReport) -> dict[str, list[str]]:
     from codealign.evaluate import EvalError
     from codealign.prompts import chat_messages, completion_prompt
@@ -267,6 +298,13 @@ def _sample_served(cfg: EvalConfig, problems: list[Problem], n: int, path: Path,
             return done
         chat = cfg.prompt_style == "chat"
         prompts = [chat_messages(p) if chat else completion_prompt(p) for p in problems]
+        report.context, measure = _local_model_measure(cfg.model, chat)
+        room: dict[str, int] = {}
+        if measure is not None:
+            todo = {part.prompt for part in parts}
+            room = _fit_context(report, {problems[i].id: measure(prompts[i]) for i in todo}, cfg.max_new_tokens)
+            parts = [part for part in parts if problems[part.prompt].id not in report.too_long]
+        limits = [room.get(p.id, cfg.max_new_tokens) for p in problems]
         sampler = OpenAISampler(cfg.api_base, cfg.model, api_key=cfg.api_key, chat=chat, concurrency=cfg.concurrency,
                                 max_n_per_request=cfg.max_n_per_request)
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
@@ -291,7 +329,7 @@ def _sample_served(cfg: EvalConfig, problems: list[Problem], n: int, path: Path,
                 bar.advance(task, n - len(partial.get(problems[i].id, {})))
 
             try:
-                sampler.sample_parts(prompts, parts, params, on_part, on_too_long)
+                sampler.sample_parts(prompts, parts, params, on_part, on_too_long, max_new_tokens=limits)
             except (ConnectionError, RuntimeError) as e:
                 raise EvalError(f"sampling failed ({type(e).__name__}: {e}); the samples received so far are kept in {path} "
                                 f"and {log_path}, rerun with --resume to continue") from e

@@ -145,6 +145,7 @@ class OpenAISampler(Sampler):
         params: SamplingParams,
         on_part: Callable[[Part, list[Completion], dict], None],
         on_too_long: Callable[[int, str], None] | None = None,
+        max_new_tokens: Sequence[int] | None = None,
     ) -> None:
         """Request every part; ``on_part(part, completions, usage)`` runs on this thread for each answer.
 
@@ -153,7 +154,8 @@ class OpenAISampler(Sampler):
         ``on_too_long(prompt index, server message)``: a prompt the server refuses as too long is
         reported once and its other parts are dropped; without it :class:`PromptTooLong` is raised.
         Any other failure cancels the queued requests and raises (``ConnectionError`` when retries are
-        exhausted, ``RuntimeError`` for a refused request).
+        exhausted, ``RuntimeError`` for a refused request). ``max_new_tokens``: per prompt, overrides
+        ``params.max_new_tokens`` (to keep each prompt within the model's context).
         """
         queue = deque(p for p in parts if p.count > 0)
         refused: set[int] = set()
@@ -171,7 +173,8 @@ class OpenAISampler(Sampler):
                         queue.appendleft(Part(part.prompt, part.start + count, part.count - count))
                     sent = Part(part.prompt, part.start, count)
                     seed = None if params.seed is None else params.seed + 1_000_003 * sent.prompt + sent.start
-                    running[pool.submit(self._request, prompts[sent.prompt], count, seed, params)] = sent
+                    ask = params if max_new_tokens is None else params.model_copy(update={"max_new_tokens": max_new_tokens[sent.prompt]})
+                    running[pool.submit(self._request, prompts[sent.prompt], count, seed, ask)] = sent
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     sent = running.pop(future)

@@ -37,11 +37,13 @@ def free_port() -> int:
 
 
 def build_models(root: Path) -> dict[str, Path]:
-    """{"sampling": dir, "greedy": dir}: one small model saved twice; the first samples by default and has a chat template."""
+    """{"sampling": dir, "greedy": dir}: one small model saved twice. "sampling" samples by default and has a
+    chat template; "greedy" keeps the default generation config, and a context that the longest of the
+    first three held-out prompts fills."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from codealign.prompts import completion_prompt
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_tasks, split_problems
     from codealign.train.sft import format_response
     from codealign.train.tiny import TinyConfig, build_tiny
 
@@ -49,7 +51,10 @@ def build_models(root: Path) -> dict[str, Path]:
     corpus = [completion_prompt(p) for p in train[:100]] + [format_response(p.solutions["python"][0]) for p in train[:100]]
     base = build_tiny(corpus, seed=0, config=TinyConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2), cache_dir=root / "cache")
     model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    context = max(len(tok(completion_prompt(p)).input_ids) for p in split_problems("test")[:3])
+    model.config.max_position_embeddings = context
     model.save_pretrained(root / "greedy")
+    model.config.max_position_embeddings = 256
     tok.save_pretrained(root / "greedy")
     model.generation_config.do_sample = True
     tok.chat_template = CHAT_TEMPLATE
@@ -146,13 +151,29 @@ def test_samples_n_per_problem_from_a_server_that_returns_one_choice(tmp_path, s
     assert len(results) == 12 and sum(summary["verdicts"].values()) == 12
 
 
-def test_identical_samples_at_temperature_are_reported_once(tmp_path, served):
+def test_a_greedy_server_is_reported_and_prompts_are_kept_within_the_context(tmp_path, served):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from codealign.prompts import completion_prompt
+    from codealign.synthetic_tasks import split_problems
+
     url, _, models = served
-    proc = run(eval_args(url, models["greedy"], tmp_path / "out", "--n", "3", "--k", "1,3", "--temperature", "0.9"))
+    out = tmp_path / "out"
+    proc = run(eval_args(url, models["greedy"], out, "--n", "3", "--k", "1,3", "--temperature", "0.9", "--max-new-tokens", "24"))
     assert proc.returncode == 0, proc.stderr
+    # The server decodes greedily (its generation config does not sample): said once, with the cause.
     assert proc.stderr.count("identical samples") == 1 and "do_sample" in proc.stderr
-    ident = json.loads((tmp_path / "out" / "summary.json").read_text())["identical_samples"]
-    assert ident["n_problems"] == 3 and ident["of"] == 3 and ident["temperature"] == 0.9
+    summary = json.loads((out / "summary.json").read_text())
+    ident = summary["identical_samples"]
+    assert ident["n_problems"] == ident["of"] == 2 and ident["temperature"] == 0.9
+    # transformers serve checks no context: the local model folder's tokenizer does, before any request.
+    tok = AutoTokenizer.from_pretrained(models["greedy"])
+    context = AutoConfig.from_pretrained(models["greedy"]).max_position_embeddings
+    lengths = {p.id: len(tok(completion_prompt(p)).input_ids) for p in split_problems("test")[:3]}
+    assert summary["too_long"]["ids"] == [pid for pid, k in lengths.items() if k >= context] and len(summary["too_long"]["ids"]) >= 1
+    assert proc.stderr.count("longer than the model's context") == 1 and summary["n_problems"] == 2
+    for row in map(json.loads, (out / "requests.jsonl").read_text().splitlines()):
+        assert row["usage"]["completion_tokens"] <= min(24, context - lengths[row["problem_id"]])
 
 
 def test_resume_after_a_kill_requests_no_finished_sample_again(tmp_path, served):
