@@ -58,8 +58,6 @@ class SamplingReport:
     """What sampling did, for ``summary.json``'s ``sampling``, ``too_long`` and ``identical_samples``."""
 
     sampler: str
-    n: int
-    temperature: float
     context: int | None = None  # the model's context (tokens), when known
     too_long: dict[str, str] = field(default_factory=dict)  # problem id -> why it was not sampled
     capped: int = 0  # problems whose max_new_tokens was cut to fit the context
@@ -92,7 +90,7 @@ class SamplingReport:
 
 def sample_problems(cfg: EvalConfig, problems: list[Problem], n: int, path: Path) -> tuple[dict[str, list[str]], SamplingReport]:
     """n completions per problem (those already in ``path`` are kept); problems too long are left out."""
-    report = SamplingReport(sampler=cfg.sampler, n=n, temperature=cfg.temperature)
+    report = SamplingReport(sampler=cfg.sampler)
     if cfg.sampler == "openai":
         done = _sample_served(cfg, problems, n, path, report)
     else:
@@ -116,11 +114,14 @@ def sample_problems(cfg: EvalConfig, problems: list[Problem], n: int, path: Path
 
 def _identical_message(sampler: str, count: int, of: int, n: int, temperature: float) -> str:
     head = f"{count} of {of} problems got {n} identical samples at temperature {temperature:g}, so their pass@k for k > 1 is pass@1"
+    server = ("`transformers serve` samples only when the model's generation_config.json has \"do_sample\": true, and some "
+              "servers decode greedily or fix a seed")
+    if sampler == "openai" and count == of:  # a confident model repeats itself on some problems, a greedy server on all
+        return f"{head}. All of them: the server most likely ignores temperature ({server}). See summary.json 'identical_samples'."
+    cause = "the model puts (almost) all its probability on one completion for these"
     if sampler == "openai":
-        return (f"{head}. The server most likely ignores temperature: `transformers serve` samples only when the model's "
-                "generation_config.json has \"do_sample\": true, and some servers decode greedily or fix a seed. "
-                "Check the server's sampling settings (summary.json 'identical_samples').")
-    return f"{head}. The model puts (almost) all probability on one completion for them (summary.json 'identical_samples')."
+        cause += f"; if that is unexpected, check that the server samples ({server})"
+    return f"{head}. Likely cause: {cause}. See summary.json 'identical_samples'."
 
 
 def _complete_problems(path: Path, n: int) -> dict[str, list[str]]:
