@@ -32,4 +32,6 @@ def test_dpo_run_writes_round_rows_steps_plot_and_final_policy(tmp_path):
     assert (out / "curves.png").stat().st_size > 1000
     assert json.loads((out / "config.json").read_text())["algo"] == "dpo"
     assert (out / "policy" / "config.json").exists() and (out / "start_policy" / "tokenizer.json").exists()
+    # so that `transformers serve out/policy` samples at the requested temperature (it follows this flag)
+    assert json.loads((out / "policy" / "generation_config.json").read_text())["do_sample"] is True
     assert "done:" in proc.stdout
