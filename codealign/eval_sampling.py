@@ -19,6 +19,7 @@ at temperature > 0 are reported (a server ignoring ``temperature`` does that).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import defaultdict
@@ -249,23 +250,27 @@ def _missing_runs(got: dict[int, str], n: int) -> list[tuple[int, int]]:
 
 def _local_model_measure(model: str, chat: bool):
     """(context, prompt -> tokens) when ``model`` is a local model folder with a tokenizer, else (None, None)."""
-    if not (Path(model) / "config.json").is_file():
+    folder = Path(model)
+    try:
+        context = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return None, None
+    if not context:
         return None, None
     try:
-        from transformers import AutoConfig, AutoTokenizer
+        if chat:  # rendering the chat template takes transformers
+            from transformers import AutoTokenizer
 
-        context = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
-        tokenizer = AutoTokenizer.from_pretrained(model)
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            if not getattr(tokenizer, "chat_template", None):
+                return None, None
+            return int(context), lambda m: len(tokenizer(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)).input_ids)
+        from tokenizers import Tokenizer  # the fast tokenizer's own file: no torch import for a served run
+
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return int(context), lambda text: len(tokenizer.encode(text).ids)
     except Exception:  # noqa: BLE001 - only a help: the server has the last word
         return None, None
-    if not context or (chat and not getattr(tokenizer, "chat_template", None)):
-        return None, None
-
-    def measure(prompt) -> int:
-        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) if chat else prompt
-        return len(tokenizer(text).input_ids)
-
-    return int(context), measure
 
 
 def _sample_served(cfg: EvalConfig, problems: list[Problem], n: int, path: Path, report: SamplingReport) -> dict[str, list[str]]:
