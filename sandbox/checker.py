@@ -4,9 +4,13 @@
 cache key, so cached verdicts never outlive the rules that produced them. Names (``RunRequest.checker``):
 
 - ``tokens`` (default): split both texts on whitespace (so CRLF, trailing spaces and blank lines do
-  not matter); equal token counts; each pair equal as text, or both numeric and within 1e-5 absolute
-  or relative.
-- ``codecontests``: ``tokens``, and letter case is ignored too (CodeContests' official checker).
+  not matter); equal token counts; each pair equal as text, except where the *expected* token is a
+  real number (it has a '.' or an exponent): then the output token must be a number within 1e-5
+  absolute or relative. Integer tokens compare exactly, as in testlib's standard checkers: a
+  program that prints a round number near a large integer answer gets nothing.
+- ``codecontests``: ``tokens``, and letter case is ignored too (as CodeContests' official checker
+  does). Departures from that checker (``OutputsMatch`` in deepmind/code_contests) are documented in
+  docs/sandbox_engine.md: it compares *every* numeric pair as doubles within 1e-5 absolute.
 - ``apps``: APPS's own harness (``eval/testing_util.py``, stdin problems): a cascade of line-based
   comparisons, float comparison with ``numpy.allclose`` defaults, and its set-based fallbacks.
 - ``exact``: byte-for-byte equal text.
@@ -14,8 +18,10 @@ cache key, so cached verdicts never outlive the rules that produced them. Names 
 Call-based (``fn_name``) tests compare the JSON-serialized return value with the expected one, as
 APPS's harness does: ``value == expected``, or ``value == expected[0]`` when ``expected`` is a
 non-empty list (APPS wraps outputs in a one-element list), or, when the value is a list of tuples,
-its lists against ``expected[0]``. ``tokens``/``codecontests`` additionally accept floats within
-1e-5; ``apps``/``exact`` require ``==``.
+its lists against ``expected[0]``. ``tokens``/``codecontests`` additionally accept a number within
+1e-5 (absolute or relative) where the expected value is a float; integers compare exactly;
+``apps``/``exact`` require ``==``. Any value compares: a value that cannot be compared (an integer
+too large for a float, nesting too deep) is unequal, never an error.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import math
 import re
 from typing import Any
 
-CHECKER_VERSION = "1"
+CHECKER_VERSION = "2"  # 2: integer tokens and values compare exactly
 CHECKERS = ("tokens", "codecontests", "apps", "exact")
 FLOAT_TOL = 1e-5
 
@@ -32,10 +38,23 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _num(tok: str) -> float | None:
-    return float(tok) if _NUMBER.fullmatch(tok) else None
+    if not _NUMBER.fullmatch(tok):
+        return None
+    try:
+        return float(tok)  # huge exponents give inf, which is never close to a finite number
+    except (OverflowError, ValueError):
+        return None
+
+
+def _is_real(tok: str) -> bool:
+    """A real-number token: numeric, with a decimal point or an exponent ('2.50', '1e9'; not '42')."""
+    return bool(_NUMBER.fullmatch(tok)) and any(c in tok for c in ".eE")
 
 
 def _close(a: float, b: float, tol: float = FLOAT_TOL) -> bool:
+    """``a`` within ``tol`` of the expected ``b``, absolutely or relatively (finite numbers only)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
     return abs(a - b) <= tol or abs(a - b) <= tol * abs(b)
 
 
@@ -48,9 +67,10 @@ def _tokens_equal(got: str, want: str, ignore_case: bool) -> tuple[bool, str]:
     for i, (a, b) in enumerate(zip(g, w)):
         if a == b or (ignore_case and a.lower() == b.lower()):
             continue
-        na, nb = _num(a), _num(b)
-        if na is not None and nb is not None and _close(na, nb):
-            continue
+        if _is_real(b):  # tolerance only where the expected token is a real number
+            na, nb = _num(a), _num(b)
+            if na is not None and nb is not None and _close(na, nb):
+                continue
         return False, f"token {i + 1}: expected {b[:50]!r}, got {a[:50]!r}"
     return True, ""
 
@@ -111,14 +131,19 @@ def check_stdout(checker: str, got: str, want: Any) -> tuple[bool, str]:
     raise ValueError(f"unknown checker {checker!r}")
 
 
+def _as_float(x: int | float) -> float | None:
+    try:
+        return float(x)
+    except OverflowError:  # an int beyond float range (10**400) is close to no float
+        return None
+
+
 def _values_equal(a: Any, b: Any, tolerant: bool) -> bool:
-    if tolerant and isinstance(a, (int, float)) and isinstance(b, (int, float)) \
-            and not isinstance(a, bool) and not isinstance(b, bool):
-        if isinstance(a, float) or isinstance(b, float):
-            if math.isnan(a) or math.isnan(b):
-                return False
-            return a == b or _close(float(a), float(b))
-        return a == b
+    """``a`` (the program's value) equals the expected ``b``; floats within 1e-5 when ``tolerant``
+    and ``b`` is a float (integers compare exactly). Python's ``==`` never raises on JSON data."""
+    if tolerant and isinstance(b, float) and isinstance(a, (int, float)) and not isinstance(a, bool):
+        fa = _as_float(a)
+        return a == b or (fa is not None and _close(fa, b))
     if tolerant and isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_values_equal(x, y, tolerant) for x, y in zip(a, b))
     if tolerant and isinstance(a, dict) and isinstance(b, dict):
@@ -131,13 +156,20 @@ def check_value(checker: str, got: Any, want: Any) -> tuple[bool, str]:
     if checker not in CHECKERS:
         raise ValueError(f"unknown checker {checker!r}")
     tolerant = checker in ("tokens", "codecontests")
-    if _values_equal(got, want, tolerant):
-        return True, ""
-    if isinstance(want, list) and want and _values_equal(got, want[0], tolerant):
-        return True, ""
+    try:
+        if _values_equal(got, want, tolerant):
+            return True, ""
+        if isinstance(want, list) and want and _values_equal(got, want[0], tolerant):
+            return True, ""
+    except RecursionError:  # nested deeper than the interpreter compares: not the expected value
+        return False, "the value is nested too deeply to compare"
     return False, f"expected {_short(want)}, got {_short(got)}"
 
 
 def _short(v: Any) -> str:
-    s = repr(v)
+    """A short printable form of a value (ASCII: lone surrogates and the like are escaped)."""
+    try:
+        s = ascii(v)
+    except (RecursionError, ValueError):  # ValueError: an int too long to print
+        s = f"<{type(v).__name__}>"
     return s if len(s) <= 80 else s[:77] + "..."
