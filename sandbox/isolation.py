@@ -22,11 +22,13 @@ import ctypes.util
 import errno
 import os
 import platform
-import signal
 import resource
 import shutil
+import signal
+import stat
 from dataclasses import dataclass
 
+CLONE_PARENT = 0x00008000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
@@ -40,6 +42,8 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_NOEXEC = 8
+MNT_DETACH = 2
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
@@ -48,10 +52,14 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 # Where things appear inside the sandbox root.
 INNER_TMP = "/tmp"
 INNER_BIN = "/sbx/bin"
+INNER_PY = "/sbx/py"  # third-party Python packages programs may import (numpy), read-only
+TMP_OPTIONS = "nr_inodes=65536,mode=755"  # the per-test /tmp (plus size=<tmp_mb>m)
+SHM_OPTIONS = "size=64m,nr_inodes=4096,mode=1777"  # the per-test /dev/shm
 
 
 def _check(rc: int, what: str) -> None:
@@ -73,6 +81,18 @@ def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
+def fresh_tmpfs(path: str, options: str) -> None:
+    """Replace whatever is mounted at ``path`` by a new, empty tmpfs.
+
+    The old one is detached at once and freed by the kernel when its last user is gone: nothing a
+    program left in it (deep trees, symlinks, fifos, sockets, files or directories it chmod-ed to
+    000) can make this fail or survive it, and it takes the same time whatever the tree holds."""
+    if _libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:  # EINVAL: not mounted
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {path}: {os.strerror(err)}")
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, options)
+
+
 # Raw clone(2): Python has no way to fork straight into a new PID namespace. PyDLL keeps the GIL
 # held across the call, so the child resumes as an ordinary single-threaded copy of the worker.
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
@@ -80,19 +100,21 @@ _pylibc = ctypes.PyDLL(None, use_errno=True)
 _pylibc.syscall.restype = ctypes.c_long
 
 
-def fork_into_new_pid_namespace() -> int:
-    """fork(), except that the child is PID 1 of a new PID namespace (and has a new IPC namespace).
-    Returns 0 in the child."""
+def clone_sibling(new_namespaces: bool) -> int:
+    """fork(), except that the child becomes a child of the *caller's parent* (CLONE_PARENT), and,
+    with ``new_namespaces``, PID 1 of a new PID namespace with a new IPC namespace. Returns 0 in the
+    child. The zygote clones programs this way so that the worker's manager, not the zygote, waits
+    for them and reads their output: the zygote never sees any of it."""
     if _SYS_CLONE is None:
-        raise OSError(errno.ENOSYS, f"clone into a PID namespace: unsupported machine {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"clone: unsupported machine {platform.machine()}")
     # A fresh IPC namespace too: SysV shared memory and semaphores die with the test instead of
     # persisting (and piling up) in the worker's namespace for the next program to find.
-    flags = CLONE_NEWPID | CLONE_NEWIPC | signal.SIGCHLD
+    flags = CLONE_PARENT | (CLONE_NEWPID | CLONE_NEWIPC if new_namespaces else 0) | signal.SIGCHLD
     pid = _pylibc.syscall(ctypes.c_long(_SYS_CLONE), ctypes.c_long(flags),
                           ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
     if pid < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"clone(CLONE_NEWPID): {os.strerror(err)}")
+        raise OSError(err, f"clone({flags:#x}): {os.strerror(err)}")
     return pid
 
 
@@ -121,13 +143,15 @@ _ETC_KEEP = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "ns
 _DEVICES = ("null", "zero", "random", "urandom")
 
 
-def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
+def build_root(base: str, bin_cache: str, tmp_size_mb: int, packages: dict[str, str] | None = None) -> Root:
     """Build the minimal root under ``base`` (inside the worker's private mount namespace).
 
     The root is a tmpfs holding: /usr (read-only bind; /bin, /lib, ... as on the host), the
     interpreter's prefix at its own path (read-only), a few /etc files, /dev/{null,zero,random,
-    urandom}, the compiled-binary cache at /sbx/bin (read-only) and a size-capped writable /tmp.
-    No /proc, /sys, /home, /root contents, /work: the service's files and processes are not there.
+    urandom}, the compiled-binary cache at /sbx/bin (read-only), the third-party packages
+    ``packages`` (name -> host directory, e.g. numpy's) under /sbx/py (read-only) and a size-capped
+    writable /tmp. No /proc, /sys, /home, /root contents, /work: the service's files and processes
+    are not there.
     """
     import sys
 
@@ -168,12 +192,16 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
         mount("/dev/" + dev, r("/dev/" + dev), None, MS_BIND)
     os.symlink("/proc/self/fd", r("/dev/fd"))
     os.makedirs(r("/dev/shm"))  # POSIX semaphores/shared memory (multiprocessing); emptied after each test
-    mount("tmpfs", r("/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,nr_inodes=4096,mode=1777")
+    mount("tmpfs", r("/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, SHM_OPTIONS)
     os.makedirs(r("/proc"))  # stays empty, except for programs that need their own /proc (the JVM)
     os.makedirs(r(INNER_BIN))
     _bind_ro(bin_cache, r(INNER_BIN))
+    os.makedirs(r(INNER_PY))
+    for name, src in sorted((packages or {}).items()):
+        os.makedirs(r(f"{INNER_PY}/{name}"))
+        _bind_ro(src, r(f"{INNER_PY}/{name}"))
     os.makedirs(r(INNER_TMP))
-    mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,nr_inodes=65536,mode=755")
+    mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,{TMP_OPTIONS}")
     # The root itself becomes read-only; only /tmp (its own tmpfs) stays writable.
     mount(None, base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     return Root(path=base, tmp=r(INNER_TMP), shm=r("/dev/shm"))
@@ -182,35 +210,56 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int) -> Root:
 class MemoryCgroup:
     """A cgroup-v1 memory group per worker: caps the memory of a test's whole process tree (rlimits
     are per process, so a fork bomb of 64 processes x RLIMIT_AS would otherwise add up), measures
-    its peak and says whether the kernel's OOM killer fired. Optional: None when unavailable."""
+    its peak and says whether the kernel's OOM killer fired.
 
-    MOUNT = "/sys/fs/cgroup/memory"
+    Where the group lives is read from /proc/self/cgroup and /proc/self/mountinfo, so it is found
+    whether the memory hierarchy is mounted at its root (a host), at the container's own group
+    (Docker with the host's cgroup namespace) or in a private cgroup namespace. Docker mounts it
+    read-only; a worker (root with CAP_SYS_ADMIN, in its own mount namespace) remounts its view
+    read-write, which changes nothing outside that namespace."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+    @staticmethod
+    def _locate() -> tuple[str, str, str]:
+        """(mount point, the mount's root in the hierarchy, this process's group) of the memory
+        controller; OSError when there is no cgroup-v1 memory hierarchy."""
+        try:
+            with open("/proc/self/cgroup") as f:
+                own = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
+        except (OSError, StopIteration, IndexError):
+            raise OSError(errno.ENOENT, "no cgroup-v1 memory controller (a cgroup-v2-only host?)") from None
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, extra = left.split(), right.split()
+                if len(fields) >= 5 and len(extra) >= 3 and extra[0] == "cgroup" and "memory" in extra[2].split(","):
+                    root, point = fields[3], fields[4]
+                    if own == root or own.startswith(root.rstrip("/") + "/"):
+                        return point, root, own
+        raise OSError(errno.ENOENT, f"the memory cgroup {own} is not under any mounted memory hierarchy")
 
     @classmethod
     def path_of(cls, name: str) -> str | None:
         """Where the group ``name`` lives: under this process's own memory cgroup (None: no cgroup v1)."""
         try:
-            with open("/proc/self/cgroup") as f:
-                rel = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory")
-        except (OSError, StopIteration, IndexError):
-            return None
-        return os.path.join(cls.MOUNT, rel.lstrip("/"), name)
-
-    @classmethod
-    def create(cls, name: str) -> "MemoryCgroup | None":
-        path = cls.path_of(name)
-        if path is None:
-            return None
-        try:
-            os.makedirs(path, exist_ok=True)
-            cg = cls(path)
-            cg._write("memory.swappiness", "0")
-            return cg
+            point, root, own = cls._locate()
         except OSError:
             return None
+        return os.path.join(point, own[len(root):].lstrip("/"), name)
+
+    @classmethod
+    def create(cls, name: str) -> "MemoryCgroup":
+        """Make (or reuse) the group ``name``; OSError with the reason when that is impossible."""
+        point, root, own = cls._locate()
+        path = os.path.join(point, own[len(root):].lstrip("/"), name)
+        if not os.access(point, os.W_OK):  # Docker's read-only mount: remount our view of it
+            mount(None, point, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.makedirs(path, exist_ok=True)
+        cg = cls(path)
+        cg._write("memory.swappiness", "0")
+        return cg
 
     def _write(self, name: str, value: str) -> None:
         with open(os.path.join(self.path, name), "w") as f:
@@ -245,12 +294,75 @@ class MemoryCgroup:
             pass
 
 
+def remove_tree(path: str) -> None:
+    """Remove ``path`` and everything under it, whatever a program left there: trees of any depth
+    (iterative, at most two descriptors open), symlinks (never followed), fifos, sockets, files and
+    directories chmod-ed to 000. Raises OSError only when something cannot be removed at all."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    os.chmod(path, 0o700)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    names: list[str] = []  # the directories we are in, below ``path``
+    try:
+        while True:
+            child = None
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if child is not None:  # go down; an unreadable directory is made ours first
+                os.chmod(child, 0o700, dir_fd=fd, follow_symlinks=False)
+                sub = os.open(child, flags, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+                names.append(child)
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)  # up again, then remove the emptied directory
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def package_dirs(names: tuple[str, ...]) -> dict[str, str]:
+    """Host directories of the importable third-party packages ``names`` (and their vendored
+    shared libraries, e.g. ``numpy.libs``), found without importing them; missing ones are left out."""
+    import importlib.util
+
+    out = {}
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        pkg = os.path.realpath(list(spec.submodule_search_locations)[0])
+        out[name] = pkg
+        libs = os.path.join(os.path.dirname(pkg), f"{name}.libs")
+        if os.path.isdir(libs):
+            out[f"{name}.libs"] = os.path.realpath(libs)
+    return out
+
+
 def mount_own_proc(root: str) -> None:
     """Give the calling process (PID 1 of its own PID namespace) a private mount namespace with a
     /proc of *its* PID namespace only: the JVM and its loader need /proc/self; the service's
     processes stay invisible."""
     unshare(CLONE_NEWNS)
-    mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | 8)  # 8 = MS_NOEXEC
+    mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from sandbox.errors import LanguageUnavailable
 
 LANGUAGES = ("python", "cpp", "java")
 CPP_FLAGS = ("-std=c++17", "-O2", "-pipe")
+COMPILE_MEMORY_MB = 2048  # a compile's process tree (memory cgroup) and, for g++/cc1plus, each process (RLIMIT_AS)
 
 
 class CompileError(Exception):
@@ -84,6 +85,7 @@ class Program:
     extra_nproc: int = 0
     needs_proc: bool = False  # mount a /proc of the program's own PID namespace (the JVM needs one)
     compile_output: str = ""  # compiler warnings, reported in RunResult.compile_output
+    bin_key: str = ""  # compiled programs: the entry in the binary cache
 
 
 _compile_lock = threading.Lock()  # warnings.catch_warnings swaps process-global state
@@ -140,18 +142,22 @@ def compile_job(language: str, code: str, key: str) -> tuple[dict, list[bytes]]:
                 "-J-XX:ActiveProcessorCount=1", "-encoding", "UTF-8", "-d", ".", f"{cls}.java"]
         files, collect = {f"{cls}.java": 0}, {"path": ".", "dest": key}  # the classes land beside it
         env = {}
+    # g++ and its cc1plus get RLIMIT_AS too (a compile fed `#include "/dev/zero"` stops there even where
+    # no memory cgroup exists); the JVM reserves far more address space than it uses, so javac has its
+    # -Xmx and the cgroup.
     header = {"op": "run", "mode": "exec", "argv": argv, "proc": language == "java", "files": files, "collect": collect, "env": env,
-              "cpu_s": 60, "wall_s": 120.0, "as_mb": None, "cgroup_mb": 2048, "stack_mb": None, "nproc": 256, "fsize_mb": 256,
+              "cpu_s": 60, "wall_s": 120.0, "as_mb": COMPILE_MEMORY_MB if language == "cpp" else None,
+              "cgroup_mb": COMPILE_MEMORY_MB, "stack_mb": None, "nproc": 256, "fsize_mb": 256,
               "nofile": 512, "stdout_cap": 1 << 20, "stderr_cap": 1 << 20}
     return header, [code.encode("utf-8", "surrogatepass")]
 
 
 def compiled_program(language: str, code: str, key: str, memory_limit_mb: int) -> Program:
     if language == "cpp":
-        return Program("cpp", "exec", argv=["{bin}/" + key])
+        return Program("cpp", "exec", argv=["{bin}/" + key], bin_key=key)
     cls = java_main_class(code)
     java = _tool("java")
     argv = [java, f"-Xmx{memory_limit_mb}m", "-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             "-XX:ActiveProcessorCount=1", "-Xshare:auto", "-cp", "{bin}/" + key, cls]
     return Program("java", "exec", argv=argv, address_space=False, extra_nproc=192,
-                   needs_proc=True)
+                   needs_proc=True, bin_key=key)

@@ -103,3 +103,9 @@ class RunResult(BaseModel):
     tests: list[TestResult] = Field(default_factory=list)
     compile_output: str = ""
     cached: bool = False  # answered from the content-addressed result cache
+    unenforced: list[str] = Field(
+        default_factory=list,
+        description="Isolation layers and limits this sandbox could not enforce for the run (empty under full "
+        "isolation): 'memory_tree' (no memory cgroup: the memory limit holds per process only), and in degraded "
+        "mode also 'network', 'filesystem', 'pid_namespace', 'uid', 'tmp_size'. GET /healthz says the same.",
+    )

@@ -1,32 +1,48 @@
-"""A sandbox worker: a warm zygote that forks one isolated child per test.
+"""A sandbox worker: a manager, and a pristine zygote that clones one isolated child per test.
 
 The executor starts one worker per core (``python -m sandbox.worker``), with a clean environment.
-At start the worker (as root) enters its own mount/network/IPC/UTS namespaces and builds the
-minimal root once (``isolation.build_root``), and pre-imports the stdlib modules competitive
-programs use. Then, per test:
+At start the worker (as root) enters its own mount/network/IPC/UTS namespaces, builds the minimal
+root and its memory cgroup once, then forks its **zygote**, which pre-imports the stdlib modules
+competitive programs use and from then on only clones. Per test:
 
-    worker --fork--> supervisor --unshare(PID ns), fork--> program (PID 1 of a fresh namespace)
+    executor --frame--> manager: fresh tmpfs /tmp and /dev/shm; writes the test's files (stdin,
+                        code, job) where only root can read them; makes the pipes; sends them
+    manager --"clone"--> zygote --clone(CLONE_PARENT|CLONE_NEWPID|CLONE_NEWIPC)--> program
 
-The *program* process opens stdin from a file, chroots into the root, applies rlimits, drops to the
-worker's own unprivileged uid and then either runs the already-compiled Python code object in place
-(no new interpreter) or ``execve``s the compiled binary. The *supervisor* drains stdout/stderr while
-the program runs (caps, OLE), enforces the wall-clock backstop with SIGKILL (which takes down the
-whole PID namespace), collects rusage and writes one result frame back. Expected outputs never reach
-the worker: the executor compares outside.
+The *program* process (the manager's child, PID 1 of a fresh PID namespace) reads its job, chroots
+into the root, applies rlimits, drops to the worker's own unprivileged uid and then either runs the
+compiled Python code object in place (no new interpreter) or ``execve``s the compiled binary. The
+*manager* drains stdout/stderr while it runs (caps, OLE), enforces the wall clock with SIGKILL
+(which takes down the whole PID namespace), collects rusage, reads the program's report and answers.
 
-When the worker is not root, or namespaces are refused, it runs *degraded* (rlimits, a session
-killed as a group, a clean environment and a private temp dir only) and says so in its hello frame.
+What this layout guarantees (docs/sandbox_engine.md, "Judge integrity"):
+- the zygote never holds any program's code, input, output or result (it learns only "clone now"),
+  so every program starts from the same pristine memory and cannot find another's data in it
+  (frames, ``gc.get_objects()``, or a raw scan of its address space);
+- the report of a call-based run (its return value, or the exception) is authenticated: it must
+  start with a random nonce the manager writes into a pipe per test, which the runtime reads only
+  after the program's code has returned. A program that exits early (``sys.exit``, ``os._exit``,
+  an ``atexit`` hook) or writes into the descriptor cannot produce an accepted report; compiled
+  programs never have the descriptor at all;
+- a test whose sandbox set-up failed (nothing of the program ran: the child says so on a pipe it
+  closes before the program starts) is answered ``setup_failed``, and the executor retries it on a
+  fresh worker; a worker whose clean-up failed answers ``retire`` and is replaced.
+
+When isolation is disabled (``--isolate off``: not root, or explicitly) the worker runs *degraded*
+(rlimits, a session killed as a group, a clean environment and a private temp dir only) and says
+so in its hello frame, with the layers it cannot enforce.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-import marshal
 import os
 import select
 import shutil
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -43,21 +59,18 @@ PRELOAD = (
     "re statistics string struct sys textwrap threading time traceback types typing unicodedata uuid "
     "weakref zlib fnmatch locale"
 ).split()
+PACKAGES = ("numpy",)  # third-party packages programs may import (read-only, at INNER_PY), when installed
 
 UID_BASE = 1_000_000  # sandbox uid = UID_BASE + worker pid: unique per live worker, never a real user
-SETUP_FAILED = 121  # exit code of a child whose sandbox setup (not the program) failed
-MAX_CODES = 512  # compiled Python programs kept per worker
+SETUP_FAILED = 121  # exit code of a child whose sandbox set-up (not the program) failed
+MAX_CODES = 512  # compiled Python programs the manager keeps per worker
+NONCE_BYTES = 16
+THREAD_STACK_MB = 8  # default stack of threads a Python program starts (the main stack follows the limit)
 
-
-def _preload() -> None:
-    import importlib
-
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # an optional module missing from this build of Python
-            pass
-
+# Descriptors of the program process (besides 0, 1, 2).
+RESULT_FD = 3  # the runtime's report (Python only): nonce + JSON
+NONCE_FD = 4  # the nonce, read by the runtime once the program's code has returned (Python only)
+READY_FD = 5  # set-up status: b"R" just before the program starts, b"F<reason>" when set-up failed
 
 ROOT_PREFIX = "/tmp/codealign-sandbox-root-"
 
@@ -79,7 +92,13 @@ def leftover_dirs(pid: int) -> list[str]:
     return [root_dir(pid)] + ([cgroup] if cgroup else [])
 
 
+class _Refused(Exception):
+    """The worker cannot give the isolation or the limits it was asked for."""
+
+
 class Worker:
+    """The manager: talks to the executor, prepares each test, drains and reports it."""
+
     def __init__(self, bin_cache: str, tmp_mb: int, isolate: str, memory_cgroup: bool = True) -> None:
         os.umask(0o022)
         self.rfd, self.wfd = os.dup(0), os.dup(1)
@@ -88,42 +107,66 @@ class Worker:
         os.dup2(devnull, 1)
         os.close(devnull)
         self.bin_cache = os.path.realpath(bin_cache)
-        self.codes: OrderedDict[str, object] = OrderedDict()
+        self.tmp_mb = tmp_mb
+        self.codes: OrderedDict[str, bytes] = OrderedDict()  # code id -> marshalled code object
         self.isolated = False
         self.reason = ""
         self.uid: int | None = None
         self.cgroup: isolation.MemoryCgroup | None = None
-        self.oom_base = 0
-        base = root_dir(os.getpid())
+        self.unenforced: list[str] = []
+        self.packages = isolation.package_dirs(PACKAGES)
+        self.error = ""  # why this worker refuses to serve (sent in its hello)
+        self.zygote_pid = 0
+        self.sock: socket.socket | None = None
+        try:
+            self._set_up(isolate, memory_cgroup)
+        except _Refused as e:
+            self.error = str(e)
+
+    def _set_up(self, isolate: str, memory_cgroup: bool) -> None:
         if isolate != "off" and os.geteuid() == 0:
             try:
                 isolation.enter_worker_namespaces()
-                self.root = isolation.build_root(base, self.bin_cache, tmp_mb)
+                self.root = isolation.build_root(root_dir(os.getpid()), self.bin_cache, self.tmp_mb, self.packages)
                 self.isolated = True
                 self.uid = UID_BASE + os.getpid()
-                if memory_cgroup:
-                    self.cgroup = isolation.MemoryCgroup.create(cgroup_name(os.getpid()))
             except OSError as e:
                 self.reason = f"namespaces unavailable ({e})"
         elif isolate == "off":
-            self.reason = "isolation disabled by configuration"
+            self.reason = "isolation disabled by configuration (--isolate off)"
         else:
             self.reason = "not running as root"
         if not self.isolated:
-            if isolate == "on":
-                raise SystemExit(f"sandbox worker: isolation required but {self.reason}")
+            if isolate != "off":  # weaker isolation is never a fallback: only an explicit choice
+                raise _Refused(f"full isolation required but {self.reason}")
             self.root = None
+            self.unenforced = ["network", "filesystem", "pid_namespace", "uid", "memory_tree", "tmp_size"]
             self.host_tmp = f"/tmp/codealign-sandbox-tmp-{os.getpid()}"
             os.makedirs(self.host_tmp, mode=0o700, exist_ok=True)
-        _preload()
-        # Prefork hygiene: the children's garbage collector then skips (and does not dirty, hence
-        # copy) the zygote's objects.
-        import gc
+        elif memory_cgroup:
+            try:
+                self.cgroup = isolation.MemoryCgroup.create(cgroup_name(os.getpid()))
+            except OSError as e:
+                raise _Refused(f"the memory limit of a test's process tree cannot be enforced: no memory cgroup ({e})")
+        else:
+            self.unenforced = ["memory_tree"]
+        self._fresh_tmp()
+        self._start_zygote()
 
-        gc.collect()
-        gc.freeze()
+    def _start_zygote(self) -> None:
+        """Fork the zygote now, before this process has read anything from the executor."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            mine.close()
+            try:
+                Zygote(self, theirs).serve()
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.zygote_pid, self.sock = pid, mine
 
-    # Paths: the outside view (used by the worker) and the inside view (used by the program).
+    # Paths: the outside view (used by the manager) and the inside view (used by the program).
     def tmp_outside(self) -> str:
         return self.root.tmp if self.isolated else self.host_tmp
 
@@ -134,43 +177,88 @@ class Worker:
         return isolation.INNER_BIN if self.isolated else self.bin_cache
 
     def serve(self) -> None:
-        hello = {"ready": True, "isolation": "full" if self.isolated else "degraded", "reason": self.reason,
-                 "uid": self.uid, "pid": os.getpid(), "memory_cgroup": self.cgroup is not None}
+        hello = {"ready": not self.error, "error": self.error, "isolation": "full" if self.isolated else "degraded",
+                 "reason": self.reason, "uid": self.uid, "pid": os.getpid(), "memory_cgroup": self.cgroup is not None,
+                 "unenforced": self.unenforced}
         protocol.write_fd(self.wfd, protocol.encode(hello))
+        if self.error:
+            return
         while True:
             try:
                 header, blobs = protocol.read_frame(self.rfd)
             except EOFError:
                 break
             try:
-                reply = self.handle(header, blobs)
-            except Exception as e:  # a bug here must not kill the worker silently
-                reply = protocol.encode({"status": "error", "error": f"{type(e).__name__}: {e}",
-                                         "trace": traceback.format_exc()})
-            protocol.write_fd(self.wfd, reply)
+                reply, out_blobs = self.handle(header, blobs)
+            except Exception as e:  # a bug here must not be blamed on the program: a fresh worker retries
+                reply, out_blobs = {"status": "setup_failed", "error": f"{type(e).__name__}: {e}",
+                                    "trace": traceback.format_exc()}, []
+            if reply["status"] == "setup_failed":
+                reply["retire"] = True
+            protocol.write_fd(self.wfd, protocol.encode(reply, out_blobs))
+            if reply.get("retire"):  # the executor starts a fresh worker in our place
+                break
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # the zygote sees EOF and exits
+            try:
+                os.waitpid(self.zygote_pid, 0)
+            except ChildProcessError:
+                pass
         if self.root is None:
             shutil.rmtree(self.host_tmp, ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.remove()
 
-    def handle(self, job: dict, blobs: list[bytes]) -> bytes:
+    # -- one test ----------------------------------------------------------------------------------
+
+    def handle(self, job: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        """One job: the answer's header and blobs (stdout, stderr). ``status`` is "ok" (the program
+        ran; ``retire`` set when the clean-up after it failed), "need_code" or "setup_failed"
+        (nothing of the program ran)."""
         if job.get("op") == "ping":
-            return protocol.encode({"status": "ok"})
-        code = None
+            return {"status": "ok"}, []
+        code_blob = None
         if job["mode"] == "python":
             cid = job["code_id"]
             if "blob_code" in job:
-                self.codes[cid] = marshal.loads(blobs[job["blob_code"]])
+                self.codes[cid] = blobs[job["blob_code"]]
                 if len(self.codes) > MAX_CODES:
                     self.codes.popitem(last=False)
             if cid not in self.codes:
-                return protocol.encode({"status": "need_code"})
+                return {"status": "need_code"}, []
             self.codes.move_to_end(cid)
-            code = self.codes[cid]
+            code_blob = self.codes[cid]
+        try:
+            stdin_fd = self._prepare(job, blobs, code_blob)
+        except OSError as e:
+            return {"status": "setup_failed", "error": f"test set-up failed: {e}"}, []
+        header, out_blobs = self._run(job, stdin_fd)
+        if header["status"] == "ok" and job.get("collect"):
+            header["collected"] = self._collect(job["collect"], header)
+        try:
+            self._fresh_tmp()  # empty /tmp and /dev/shm now: the next program finds nothing of this one
+        except OSError as e:
+            header["retire"] = True  # the answer stands; the worker is replaced
+            header["cleanup_error"] = str(e)
+        return header, out_blobs
+
+    def _fresh_tmp(self) -> None:
+        """A new, empty /tmp (and /dev/shm): see isolation.fresh_tmpfs. Degraded: remove the tree."""
+        if self.isolated:
+            isolation.fresh_tmpfs(self.root.tmp, f"size={self.tmp_mb}m,{isolation.TMP_OPTIONS}")
+            isolation.fresh_tmpfs(self.root.shm, isolation.SHM_OPTIONS)
+        else:
+            for d in ("w", "in"):
+                isolation.remove_tree(os.path.join(self.host_tmp, d))
+
+    def _prepare(self, job: dict, blobs: list[bytes], code_blob: bytes | None) -> int:
+        """Write the test's files; returns the stdin descriptor. The job file, the code and the
+        arguments are read by the child before it drops privileges (the ``in`` directory is root's)."""
         tmp = self.tmp_outside()
         work, indir = os.path.join(tmp, "w"), os.path.join(tmp, "in")
-        for d in (work, indir):
-            shutil.rmtree(d, ignore_errors=True)
         os.mkdir(indir, 0o700)
         os.mkdir(work, 0o700)
         for name, idx in job.get("files", {}).items():
@@ -180,91 +268,162 @@ class Worker:
             os.chown(work, self.uid, self.uid)
             for name in job.get("files", {}):
                 os.chown(os.path.join(work, name), self.uid, self.uid)
+        child_job = {k: job.get(k) for k in ("mode", "argv", "env", "fn_name", "proc", "cpu_s", "as_mb", "nproc",
+                                            "fsize_mb", "nofile", "stack_mb")}
+        child_job["cgroup"] = self.cgroup.path if self.cgroup is not None else None
+        with open(os.path.join(indir, "job"), "w") as f:
+            json.dump(child_job, f)
+        if code_blob is not None:
+            with open(os.path.join(indir, "code"), "wb") as f:
+                f.write(code_blob)
+        if "blob_args" in job:
+            with open(os.path.join(indir, "args"), "wb") as f:
+                f.write(blobs[job["blob_args"]])
         stdin_path = os.path.join(indir, "stdin")
         with open(stdin_path, "wb") as f:
             if "blob_stdin" in job:
                 f.write(blobs[job["blob_stdin"]])
-        args = blobs[job["blob_args"]] if "blob_args" in job else None
         if self.cgroup is not None:
-            try:
-                self.cgroup.prepare(job["cgroup_mb"])
-                self.oom_base = self.cgroup.oom_kills()  # a cumulative counter: compare after the test
-            except OSError as e:  # e.g. a straggler still charged to the group: run without it
-                self.cgroup = None
-                print(f"sandbox worker: memory cgroup disabled ({e})", file=sys.stderr)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        stdin_fd = os.open(stdin_path, os.O_RDONLY)
+            self.cgroup.prepare(job["cgroup_mb"])
+            self.oom_base = self.cgroup.oom_kills()  # a cumulative counter: compare after the test
+        return os.open(stdin_path, os.O_RDONLY)
+
+    def _run(self, job: dict, stdin_fd: int) -> tuple[dict, list[bytes]]:
+        """Clone the program through the zygote, drain it, wait for it; the answer frame's parts."""
+        pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, result, nonce, ready
+        (out_r, out_w), (err_r, err_w), (res_r, res_w), (nonce_r, nonce_w), (ready_r, ready_w) = pipes
+        theirs = [stdin_fd, out_w, err_w, res_w, nonce_r, ready_w]
+        mine = [out_r, err_r, res_r, ready_r]
         t0 = time.monotonic()
         try:
-            # Isolated: the program is cloned straight into a brand-new PID namespace, as its PID 1
-            # (one process per test, no supervisor or init in between: each costs a fork).
-            pid = isolation.fork_into_new_pid_namespace() if self.isolated else os.fork()
-            if pid == 0:
-                _program(self, job, code, args, stdin_fd, out_w, err_w, res_w)  # never returns
-        except BaseException:
-            for fd in (out_r, err_r, res_r):
-                os.close(fd)
-            raise
+            try:
+                socket.send_fds(self.sock, [b"clone"], theirs)
+                answer = self.sock.recv(32)
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+            nonce = os.urandom(NONCE_BYTES)  # made after the clone: it was never in the program's memory
+            os.write(nonce_w, nonce)
+            os.close(nonce_w)
+            nonce_w = -1
+            pid = int(answer or b"0")
+            if pid <= 0:
+                raise OSError(-pid or errno.EIO, f"the zygote could not clone a program: {os.strerror(-pid or errno.EIO)}")
+            header, out_blobs = _drain_and_wait(self, job, pid, t0, out_r, err_r, res_r, nonce)
+        except OSError as e:
+            return {"status": "setup_failed", "error": f"starting the program failed: {e}"}, []
         finally:
-            for fd in (out_w, err_w, res_w, stdin_fd):
+            if nonce_w >= 0:
+                os.close(nonce_w)
+            ready = _read_available(ready_r)
+            for fd in mine:
                 os.close(fd)
-        try:
-            data = _drain_and_wait(self, job, pid, t0, out_r, err_r, res_r)
-        finally:
-            for fd in (out_r, err_r, res_r):
-                os.close(fd)
-        collect = job.get("collect")
-        if collect:
-            header, out_blobs = protocol.read_frame(_BytesReader(data))
-            src = os.path.join(work, collect["path"])
-            if header.get("status") == "ok" and header.get("exit_code") == 0 and os.path.exists(src):
-                self._collect(src, collect["dest"])
-                header["collected"] = True
-            data = protocol.encode(header, out_blobs)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(indir, ignore_errors=True)
-        if self.isolated:
-            for name in os.listdir(self.root.shm):
-                path = os.path.join(self.root.shm, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
-        return data
+        if ready == b"R":
+            return header, out_blobs
+        why = ready.lstrip(b"R")[1:].decode("utf-8", "replace")
+        if ready.startswith(b"RF") and why.startswith("ENOMEM"):  # execve: the binary does not fit the limit
+            header["exec_enomem"] = True  # the program's own fault, like a MemoryError at start
+            return header, out_blobs
+        # The program never started: the sandbox, not the program, failed.
+        return {"status": "setup_failed", "error": f"sandbox set-up failed: {why or 'the child died before the program started'}",
+                "stderr": out_blobs[1][-4000:].decode("utf-8", "replace")}, []
 
-    def _collect(self, src: str, dest_name: str) -> None:
-        """Move a compiler's product into the shared binary cache, atomically, readable by all."""
-        dest = os.path.join(self.bin_cache, dest_name)
+    def _collect(self, collect: dict, header: dict) -> bool:
+        """Move a compiler's product into the shared binary cache, atomically, readable by all.
+        False when there is nothing usable to collect (the compile then counts as failed)."""
+        src = os.path.join(self.tmp_outside(), "w", collect["path"])
+        if header.get("exit_code") != 0 or os.path.islink(src) or not os.path.exists(src):
+            return False
+        dest = os.path.join(self.bin_cache, collect["dest"])
         staging = f"{dest}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        if os.path.islink(src):
-            return
-        if os.path.isdir(src):
-            shutil.copytree(src, staging, symlinks=True)
-        else:
-            shutil.copyfile(src, staging)
-        if os.path.isdir(staging):
-            for dirpath, _, files in os.walk(staging):
-                os.chmod(dirpath, 0o755)
-                for f in files:
-                    os.chmod(os.path.join(dirpath, f), 0o644)
-        else:
-            os.chmod(staging, 0o755)
+        try:
+            isolation.remove_tree(staging)
+            if os.path.isdir(src):
+                shutil.copytree(src, staging, symlinks=True)
+                for dirpath, _, files in os.walk(staging):
+                    os.chmod(dirpath, 0o755)
+                    for f in files:
+                        os.chmod(os.path.join(dirpath, f), 0o644)
+            else:
+                shutil.copyfile(src, staging)
+                os.chmod(staging, 0o755)
+        except (OSError, RecursionError, shutil.Error) as e:  # a hostile compiler output (deep package trees...)
+            header["collect_error"] = f"{type(e).__name__}: {e}"
+            try:
+                isolation.remove_tree(staging)
+            except OSError:
+                pass
+            return False
         try:
             os.rename(staging, dest)
         except OSError:  # another worker got there first: its copy is the same program
-            shutil.rmtree(staging, ignore_errors=True)
-            if os.path.exists(staging):
-                os.unlink(staging)
+            isolation.remove_tree(staging)
+        return True
 
 
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+def _read_available(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return b""
 
-    def read(self, n: int) -> bytes:
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
+
+class Zygote:
+    """Pre-imported and pristine: it receives the pipes of one test and clones the program. It
+    never reads a program's code, input, output or report (those go through the manager and
+    files the child reads), so there is nothing of earlier programs for a new one to find."""
+
+    def __init__(self, wk: Worker, sock: socket.socket) -> None:
+        for fd in (wk.rfd, wk.wfd):
+            os.close(fd)
+        if wk.isolated:
+            isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+        self.isolated, self.uid = wk.isolated, wk.uid
+        self.root_path = wk.root.path if wk.isolated else None
+        self.indir = os.path.join(wk.tmp_outside(), "in")
+        self.work = wk.work_inside()
+        self.bin_inside = wk.bin_inside()
+        self.python_path = (isolation.INNER_PY if wk.isolated else None,
+                            sorted({os.path.dirname(p) for p in wk.packages.values()}))
+        self.sock = sock
+        wk.codes.clear()
+        _preload()
+        _set_thread_stack(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
+        # Prefork hygiene: the children's garbage collector then skips (and does not dirty, hence
+        # copy) the zygote's objects.
+        import gc
+
+        gc.collect()
+        gc.freeze()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 64, 8)
+            except OSError:
+                return
+            if not msg:
+                return
+            try:
+                pid = isolation.clone_sibling(self.isolated)
+            except OSError as e:
+                pid = -(e.errno or errno.EIO)
+            if pid == 0:
+                _program(self, fds)  # never returns
+            for fd in fds:
+                os.close(fd)
+            self.sock.send(str(pid).encode())
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional module missing from this build of Python
+            pass
 
 
 def _kill(wk: Worker, pid: int) -> None:
@@ -277,8 +436,9 @@ def _kill(wk: Worker, pid: int) -> None:
         pass
 
 
-def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int) -> bytes:
-    out_cap, err_cap, res_cap = job["stdout_cap"], job["stderr_cap"], job["stdout_cap"]
+def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_r: int, res_r: int,
+                    nonce: bytes) -> tuple[dict, list[bytes]]:
+    out_cap, err_cap, res_cap = job["stdout_cap"], job["stderr_cap"], job["stdout_cap"] + NONCE_BYTES
     bufs = {out_r: bytearray(), err_r: bytearray(), res_r: bytearray()}
     caps = {out_r: out_cap, err_r: err_cap, res_r: res_cap}
     truncated = {out_r: False, err_r: False, res_r: False}
@@ -330,15 +490,10 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
     cg_peak = cg_oom = None
     if wk.cgroup is not None:
         cg_peak, cg_oom = wk.cgroup.peak_mb(), wk.cgroup.oom_kills() > wk.oom_base
-    child = None
-    if bufs[res_r]:
-        try:
-            child = json.loads(bytes(bufs[res_r]))
-        except (ValueError, UnicodeDecodeError):
-            child = {"garbled": True}
+    child = _verified_report(bytes(bufs[res_r]), nonce)
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if isinstance(child, dict) and isinstance(child.get("signal"), int) and exit_code == 128 + child["signal"]:
+    if isinstance(child.get("signal"), int) and exit_code == 128 + child["signal"]:
         exit_code, sig = None, child["signal"]  # a signal the PID-1 shim turned into an exit (see _run_python)
     header = {
         "status": "ok",
@@ -354,67 +509,150 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
         "stderr_truncated": truncated[err_r],
         "child": child,
     }
-    return protocol.encode(header, [bytes(bufs[out_r]), bytes(bufs[err_r])])
+    return header, [bytes(bufs[out_r]), bytes(bufs[err_r])]
 
 
-def _program(wk: Worker, job: dict, code, args: bytes | None, stdin_fd: int, out_w: int, err_w: int,
-             res_w: int) -> None:
+_REPORT_KEYS = {"value": object, "exc": str, "missing_fn": str, "signal": int, "unserializable": bool}
+
+
+def _verified_report(data: bytes, nonce: bytes) -> dict:
+    """The runtime's report, only if it carries this test's nonce; the rest (nothing, garbage, a
+    forgery, JSON nested 100k deep) is no report at all. Keys and types are checked too."""
+    if len(data) <= NONCE_BYTES or data[:NONCE_BYTES] != nonce:
+        return {}
+    try:
+        report = json.loads(data[NONCE_BYTES:])
+    except (ValueError, RecursionError, MemoryError):
+        return {}
+    if not isinstance(report, dict):
+        return {}
+    return {k: v for k, v in report.items() if k in _REPORT_KEYS and isinstance(v, _REPORT_KEYS[k])}
+
+
+# -- the program process ------------------------------------------------------------------------------
+
+
+def _program(z: Zygote, fds: list[int]) -> None:
     """The test's program process. Set up confinement, then run the untrusted code; never returns."""
     try:
+        z.sock.detach()  # the descriptor is closed below; its object must not close a reused number later
         os.setsid()
-        if wk.isolated:
-            isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
-        for src, dst in ((stdin_fd, 0), (out_w, 1), (err_w, 2), (res_w, 3)):
-            os.dup2(src, dst)
-        os.closerange(4, 1 << 20)
+        if z.isolated:
+            isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)  # the parent is the manager
+        for src, dst in zip(fds, (0, 1, 2, RESULT_FD, NONCE_FD, READY_FD)):
+            if src != dst:
+                os.dup2(src, dst)
+        os.closerange(READY_FD + 1, 1 << 20)
+        with open(os.path.join(z.indir, "job")) as f:
+            job = json.load(f)
+        code = args = None
+        if job["mode"] == "python":
+            import marshal
+
+            with open(os.path.join(z.indir, "code"), "rb") as f:
+                code = marshal.loads(f.read())
+            if job.get("fn_name"):
+                with open(os.path.join(z.indir, "args"), "rb") as f:
+                    args = json.loads(f.read())
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        work = wk.work_inside()
-        if wk.cgroup is not None:
-            wk.cgroup.join()  # the program and everything it starts inherit the group
-        if wk.isolated:
+        work = z.work
+        if job["cgroup"]:
+            with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))  # the program and everything it starts inherit the group
+        if z.isolated:
             if job.get("proc"):
-                isolation.mount_own_proc(wk.root.path)
-            os.chroot(wk.root.path)
+                isolation.mount_own_proc(z.root_path)
+            os.chroot(z.root_path)
         os.chdir(work)
         isolation.apply_rlimits(isolation.Limits(
             cpu_s=job["cpu_s"], address_space_mb=job.get("as_mb"), nproc=job["nproc"],
             fsize_mb=job["fsize_mb"], nofile=job["nofile"], stack_mb=job.get("stack_mb")))
-        if wk.isolated:
-            isolation.drop_privileges(wk.uid)
+        if z.isolated:
+            isolation.drop_privileges(z.uid)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
-               "LC_ALL": "C.UTF-8"}
-        env.update(job.get("env", {}))
-        wk.codes.clear()  # other programs this worker ran stay out of reach (this copy only)
+               "LC_ALL": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        inner_py, host_py = z.python_path
+        env["PYTHONPATH"] = inner_py or ":".join(host_py)  # a python3 the program starts finds numpy too
+        env.update(job.get("env") or {})
         if job["mode"] == "exec":
-            argv = [a.replace("{bin}", wk.bin_inside()).replace("{work}", work) for a in job["argv"]]
+            argv = [a.replace("{bin}", z.bin_inside).replace("{work}", work) for a in job["argv"]]
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-            os.execve(argv[0], argv, env)
+            for fd in (RESULT_FD, NONCE_FD, READY_FD):
+                os.set_inheritable(fd, False)  # a compiled program never has the report channel
+            os.write(READY_FD, b"R")
+            try:
+                os.execve(argv[0], argv, env)
+            except OSError as e:
+                os.write(READY_FD, f"F{errno.errorcode.get(e.errno, e.errno)}: exec {argv[0]}: {e}".encode())
+                os._exit(SETUP_FAILED)
         os.environ.clear()
         os.environ.update(env)
+        os.write(READY_FD, b"R")
+        os.close(READY_FD)
     except BaseException:
         try:
             os.write(2, ("sandbox setup failed: " + traceback.format_exc()).encode())
-            os.write(3, json.dumps({"setup_error": True}).encode())
+            os.write(READY_FD, ("F" + traceback.format_exc(limit=-1).strip()).encode())
         finally:
             os._exit(SETUP_FAILED)
-    _run_python(code, job, args, work)
+    _run_python(code, job, args, z)
 
 
-def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
+def _set_thread_stack(mb: int) -> None:
+    """The default stack of new threads, without changing what Python shows (``threading.stack_size()``
+    stays 0): glibc takes it from RLIMIT_STACK when the process starts, which for a clone was the
+    zygote's start; a fixed 8 MiB lets 64 threads start under the default address-space limit."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        attr = ctypes.create_string_buffer(128)  # pthread_attr_t is 56 bytes on x86_64 and aarch64
+        if libc.pthread_attr_init(attr) == 0:
+            libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(mb << 20))
+            libc.pthread_setattr_default_np(attr)
+            libc.pthread_attr_destroy(attr)
+    except (AttributeError, OSError):  # an old libc: keep its default
+        pass
+
+
+def _report(report: dict) -> None:
+    """Send the runtime's report, authenticated by the nonce it reads now (only the first call
+    reports: the descriptors are closed after it)."""
+    try:
+        nonce = os.read(NONCE_FD, NONCE_BYTES)
+        try:
+            data = json.dumps(report).encode()
+        except (TypeError, ValueError, RecursionError):
+            data = json.dumps({"unserializable": True}).encode()
+        view = memoryview(nonce + data)
+        while view:
+            view = view[os.write(RESULT_FD, view):]
+    except OSError:
+        pass
+    finally:
+        for fd in (NONCE_FD, RESULT_FD):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _run_python(code, job: dict, args, z: Zygote) -> None:
     import builtins
     import types
 
     sys.stdin = sys.__stdin__ = _std_stream(0, "r", "surrogateescape")
     sys.stdout = sys.__stdout__ = _std_stream(1, "w", "surrogateescape")
     sys.stderr = sys.__stderr__ = _std_stream(2, "w", "backslashreplace")
+
     # The program is PID 1 of its namespace, and Linux ignores signals an init sends itself unless
     # it handles them: turn the fatal ones back into "killed by signal N" (faults such as SIGSEGV
     # come from the kernel and kill as usual; they must not get a Python-level handler).
     def _die(signum, frame):
         try:
-            os.write(3, json.dumps({"signal": signum}).encode())
+            _report({"signal": signum})
         finally:
             os._exit(128 + signum)
 
@@ -425,10 +663,13 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
 
     random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
     sys.argv = ["main.py"]
+    inner_py, host_py = z.python_path
     stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
-    sys.path[:] = [work] + stdlib
+    sys.path[:] = [z.work] + stdlib + ([inner_py] if inner_py else host_py)
+    sys.executable = _interpreter()
     for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
         del sys.modules[name]
+    preloaded = set(sys.modules)
     main = types.ModuleType("__main__")
     main.__file__ = "main.py"
     main.__builtins__ = builtins
@@ -444,8 +685,8 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
                 report = {"missing_fn": fn_name}
                 exit_code = 1
             else:
-                value = fn(*json.loads(args))
-                report = {"value": _jsonable(value)}
+                report = {"value": _jsonable(fn(*args))}
+                del fn
     except SystemExit as e:
         if e.code is None:
             exit_code = 0
@@ -454,19 +695,30 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
         else:
             print(e.code, file=sys.stderr)
             exit_code = 1
-        if job.get("fn_name") and not report:
-            report = {"exc": "SystemExit"}
+        report = {"exc": "SystemExit"}
     except BaseException as e:
         report = {"exc": type(e).__name__}
         try:  # the user's frames only, as `python3 main.py` would print them
-            traceback.print_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+            sys.excepthook(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
         except BaseException:
             pass
         exit_code = 1
-    # A normal interpreter exit: join non-daemon threads, run atexit hooks, flush what is open.
-    try:
-        import threading
+    if job.get("fn_name") or report.get("exc"):
+        _report(report)  # before any hook of the program's runs: nothing after its code can forge it
+    del main, report, code, args
+    _exit_like_cpython(exit_code, preloaded)
 
+
+def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
+    """End as ``python3 main.py`` ends, without paying for a whole interpreter finalization: join
+    non-daemon threads, run atexit hooks, flush sys.stdout/sys.stderr (a failure is exit status
+    120), then clear __main__ and the modules the program imported, so that finalizers (``__del__``
+    of objects the program kept, buffered files it never closed) write what they would have, and
+    flush once more."""
+    import gc
+    import threading
+
+    try:
         threading._shutdown()
     except BaseException:
         pass
@@ -476,22 +728,46 @@ def _run_python(code, job: dict, args: bytes | None, work: str) -> None:
         atexit._run_exitfuncs()
     except BaseException:
         pass
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    exit_code = _flush_std(exit_code)
+    try:
+        for name in [n for n in sys.modules if n not in preloaded or n == "__main__"]:
+            module = sys.modules.pop(name, None)
+            d = getattr(module, "__dict__", None)
+            if isinstance(d, dict):  # CPython's order: names with one leading underscore first
+                for key in [k for k in d if k.startswith("_") and not k.startswith("__")] + list(d):
+                    if key != "__builtins__" and key in d:
+                        d[key] = None
+            del module, d
+        gc.collect()
+    except BaseException:
+        pass
+    exit_code = _flush_std(exit_code)
+    for stream in (sys.__stdout__, sys.__stderr__):  # CPython flushes the original streams last
         try:
             if stream is not None and not stream.closed:
                 stream.flush()
         except BaseException:
-            exit_code = exit_code or 120  # what CPython returns when flushing stdout fails at exit
-    if report:
-        try:
-            data = json.dumps(report).encode()
-        except (TypeError, ValueError):
-            data = json.dumps({"unserializable": True}).encode()
-        try:
-            protocol.write_fd(3, data)
-        except OSError:
             pass
     os._exit(exit_code)
+
+
+def _flush_std(exit_code: int) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not getattr(stream, "closed", False):
+                stream.flush()
+        except BaseException:
+            exit_code = exit_code or 120  # what CPython returns when flushing stdout fails at exit
+    return exit_code
+
+
+def _interpreter() -> str:
+    """A python3 that exists inside the sandbox (the base interpreter, not the service's venv)."""
+    for name in (f"python{sys.version_info[0]}.{sys.version_info[1]}", "python3"):
+        path = os.path.join(sys.base_prefix, "bin", name)
+        if os.path.exists(path):
+            return path
+    return sys.executable
 
 
 def _std_stream(fd: int, mode: str, errors: str):
@@ -528,14 +804,18 @@ def _jsonable(value):
     try:
         return json.loads(json.dumps(value, default=default))
     except (TypeError, ValueError, RecursionError):
-        return {"__unserializable__": repr(value)[:1000]}
+        try:
+            text = repr(value)[:1000]
+        except Exception:
+            text = f"<{type(value).__name__}>"
+        return {"__unserializable__": text}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sandbox.worker")
     p.add_argument("--bin-cache", required=True)
     p.add_argument("--tmp-mb", type=int, default=512)
-    p.add_argument("--isolate", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--isolate", choices=("auto", "on", "off"), default="on")
     p.add_argument("--no-memory-cgroup", action="store_true")
     a = p.parse_args(argv)
     Worker(a.bin_cache, a.tmp_mb, a.isolate, memory_cgroup=not a.no_memory_cgroup).serve()
