@@ -11,7 +11,8 @@ statuses follow SandboxFusion's server:
   compile error. A program killed by a signal has a negative ``return_code`` (like Python's subprocess).
 
 Differences, documented in docs/sandbox_service.md: only ``python``, ``cpp`` and ``java`` (others
-get 422); ``run_timeout`` is the CPU-time limit (the engine adds a wall-clock backstop);
+get 422); ``run_timeout`` is the CPU-time limit, and ``run_timeout`` + 1 s the wall-clock limit,
+both counted from when the program starts (never while it waits for a worker);
 ``compile_timeout`` is not configurable per request; ``files`` and ``fetch_files`` must be empty;
 a Python syntax error is reported the way SandboxFusion reports it (a run with exit code 1 and the
 error in ``stderr``), and ``message`` carries our verdict and its reason on ``Failed``.
@@ -30,6 +31,8 @@ SUPPORTED_LANGUAGES = ("python", "cpp", "java")
 COMPILED_LANGUAGES = ("cpp", "java")
 DEFAULT_MEMORY_LIMIT_MB = 1024
 """Memory limit used when the request says ``memory_limit_MB: -1`` (SandboxFusion's "no limit")."""
+RUN_WALL_SLACK_S = 1.0
+"""Wall-clock limit of a /run_code program beyond its ``run_timeout``, seconds."""
 FUSION_OUTPUT_CHARS = 1 << 20
 """stdout/stderr characters returned, as SandboxFusion keeps 1 MiB of each (more stdout than the
 engine's output limit is still OLE: a Failed run)."""
@@ -87,6 +90,9 @@ class RunCodeRequest(BaseModel):
             code=self.code,
             tests=[TestCase(input=self.stdin or "", output="")],
             time_limit_s=self.run_timeout,
+            # SandboxFusion's limit is wall clock: the engine kills the program then (+1 s of slack
+            # for the interpreter's start), counted from its start, not from the request's arrival.
+            wall_time_limit_s=min(self.run_timeout + RUN_WALL_SLACK_S, 600.0),
             memory_limit_mb=memory,
             checker="exact",
             max_output_chars=FUSION_OUTPUT_CHARS,
@@ -170,10 +176,3 @@ def to_fusion_response(req: RunCodeRequest, result: RunResult) -> RunCodeRespons
         compile_result=compile_result,
         run_result=run_result,
     )
-
-
-def wall_clock_exceeded(req: RunCodeRequest, wall_s: float) -> RunCodeResponse:
-    """The answer when the program was still running after the request's wall-clock budget."""
-    run_result = CommandRunResult(status=CommandRunStatus.TimeLimitExceeded, execution_time=wall_s, stdout="", stderr="")
-    return RunCodeResponse(status=RunStatus.Failed, message=f"TLE: still running after {wall_s:g} s (wall clock)",
-                           run_result=run_result)

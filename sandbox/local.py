@@ -49,6 +49,7 @@ VALUE_CAP = 64 * 1024  # chars of JSON: larger call-based return values are not 
 VALUE_DEPTH = 100  # nesting: deeper return values are compared but not carried back (JSON encoders stop at ~255)
 WALL_FACTOR, WALL_EXTRA_S = 3.0, 1.0  # wall-clock backstop = time_limit * 3 + 1 s (TLE is CPU time;
 # the backstop catches sleeping or blocked programs, with room for a loaded machine)
+MIN_START_WAIT_S = 0.1  # a job an idle worker can take is never turned away by start_timeout_s=0
 ATTEMPTS = 2  # a test whose worker broke (died, set-up failed) runs again once, on a fresh worker
 
 
@@ -562,7 +563,7 @@ class LocalExecutor:
                                on_start=started))
         self._queue.put(group, tasks)
         try:
-            if tasks and start_timeout_s is not None and not state.started.wait(start_timeout_s):
+            if tasks and start_timeout_s is not None and not state.started.wait(max(start_timeout_s, MIN_START_WAIT_S)):
                 raise QueueTimeout(f"no worker became free within {start_timeout_s:g} s")
             for t in tasks:
                 self._wait(t, deadline)
@@ -620,7 +621,7 @@ class LocalExecutor:
         task = _Task(lambda: (header, blobs), on_start=started, skip=abandoned.is_set)
         self._queue.put(group, [task])
         try:
-            if start_timeout_s is not None and not state.started.wait(start_timeout_s):
+            if start_timeout_s is not None and not state.started.wait(max(start_timeout_s, MIN_START_WAIT_S)):
                 raise QueueTimeout(f"no worker became free within {start_timeout_s:g} s")
             self._wait(task, deadline)
         except BaseException:

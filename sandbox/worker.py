@@ -294,6 +294,11 @@ class Worker:
         (out_r, out_w), (err_r, err_w), (res_r, res_w), (nonce_r, nonce_w), (ready_r, ready_w) = pipes
         theirs = [stdin_fd, out_w, err_w, res_w, nonce_r, ready_w]
         mine = [out_r, err_r, res_r, ready_r]
+        # The nonce waits in the pipe (the manager's memory is never cloned into a program; the
+        # zygote never reads the pipe); the runtime reads it once the program's code has returned.
+        nonce = os.urandom(NONCE_BYTES)
+        os.write(nonce_w, nonce)
+        os.close(nonce_w)
         t0 = time.monotonic()
         try:
             try:
@@ -302,10 +307,6 @@ class Worker:
             finally:
                 for fd in theirs:
                     os.close(fd)
-            nonce = os.urandom(NONCE_BYTES)  # made after the clone: it was never in the program's memory
-            os.write(nonce_w, nonce)
-            os.close(nonce_w)
-            nonce_w = -1
             pid = int(answer or b"0")
             if pid <= 0:
                 raise OSError(-pid or errno.EIO, f"the zygote could not clone a program: {os.strerror(-pid or errno.EIO)}")
@@ -313,8 +314,6 @@ class Worker:
         except OSError as e:
             return {"status": "setup_failed", "error": f"starting the program failed: {e}"}, []
         finally:
-            if nonce_w >= 0:
-                os.close(nonce_w)
             ready = _read_available(ready_r)
             for fd in mine:
                 os.close(fd)
