@@ -3,10 +3,11 @@
 #   docker build -t codealign-sandbox .                       # public base image (python:3.11-slim)
 #   docker build --build-arg BASE_IMAGE=my/debian:bookworm .  # any Debian/Ubuntu image with python3 >= 3.10
 #   docker run -d -p 8080:8080 --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
-#       --security-opt apparmor=unconfined codealign-sandbox     # flags: see docs/sandbox_service.md
+#       --security-opt apparmor=unconfined --cgroupns private codealign-sandbox   # why: docs/sandbox_service.md
 #
 # Only the standalone `sandbox/` package goes in (it never imports codealign), with the three libraries
-# it needs (fastapi, uvicorn, pydantic): `pip install .` would pull torch and the trainer's stack.
+# it needs (fastapi, uvicorn, pydantic) and numpy for the programs it judges (they may import it, as
+# under APPS's harness): `pip install .` would pull torch and the trainer's stack.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -30,7 +31,7 @@ COPY sandbox/__init__.py wheel[s] /tmp/wheels/
 # A python:slim image has a complete python3 with ensurepip; a bare Debian image (e.g. debootstrap's
 # python3-minimal) lacks most of the standard library and venv, which python3-venv brings in.
 RUN set -eux; \
-    pkgs="g++ ca-certificates"; \
+    pkgs="g++ ca-certificates tini"; \
     if ! python3 -c "import ensurepip, venv, http.client, sqlite3" >/dev/null 2>&1; then pkgs="$pkgs python3-venv"; fi; \
     if [ "$INSTALL_JDK" = "1" ]; then pkgs="$pkgs default-jdk-headless"; fi; \
     apt-get update; \
@@ -39,7 +40,7 @@ RUN set -eux; \
     python3 -m venv /opt/sandbox-venv; \
     if ls /tmp/wheels/*.whl >/dev/null 2>&1; then src="--no-index --find-links /tmp/wheels"; \
     else src="${PIP_INDEX_URL:+--index-url $PIP_INDEX_URL}"; fi; \
-    /opt/sandbox-venv/bin/pip install $src "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.5"; \
+    /opt/sandbox-venv/bin/pip install $src "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.5" "numpy>=1.26"; \
     rm -rf /tmp/wheels
 
 COPY sandbox /opt/codealign/sandbox
@@ -50,8 +51,11 @@ WORKDIR /opt/codealign
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
     CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"
-# The service runs as root so that it can build each worker's namespaces and drop programs to an
-# unprivileged uid; the programs themselves never run as root.
-# --isolate on: without the namespaces (see the docker run flags above) it refuses to start rather
-# than judge hostile code unconfined. Arguments after the image name are appended (e.g. --workers 4).
-ENTRYPOINT ["python", "-m", "sandbox", "serve", "--host", "0.0.0.0", "--port", "8080", "--isolate", "on"]
+# The service runs as root so that it can build each worker's namespaces and memory cgroup and drop
+# programs to an unprivileged uid; the programs themselves never run as root.
+# --isolate on: without the namespaces or the memory cgroup (see the docker run flags above) it refuses
+# to start rather than judge hostile code with weaker limits. Arguments after the image name are
+# appended (e.g. --workers 4).
+# tini is PID 1 (as a subreaper, so `docker run --init` works too): it reaps every orphan, e.g. the
+# children of a killed `docker exec`, which the service (a Python process) would leave as zombies.
+ENTRYPOINT ["tini", "-s", "--", "python", "-m", "sandbox", "serve", "--host", "0.0.0.0", "--port", "8080", "--isolate", "on"]

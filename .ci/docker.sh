@@ -2,7 +2,7 @@
 # CI set-up for the Docker tests (idempotent; run as root on a Debian machine without Docker Hub):
 #   1. install docker.io and debootstrap, start dockerd if it is not running;
 #   2. build a local base image from debootstrap (bookworm + python3-minimal) and `docker import` it;
-#   3. download the service's three Python libraries on the host (its pip knows how to reach an index)
+#   3. download the service's Python libraries (and numpy, for the programs it judges) on the host (its pip knows how to reach an index)
 #      into a wheelhouse and build the Dockerfile on that base image from a temporary context.
 # Prints `export ...` lines for the tests on stdout (everything else goes to stderr), so use it as
 #   eval "$(bash .ci/docker.sh)"
@@ -54,7 +54,7 @@ PIP=${PIP:-.venv/bin/pip}
 command -v "$PIP" >/dev/null 2>&1 || PIP="python3 -m pip"
 $PIP download -q --only-binary=:all: --python-version "$pyver" --implementation cp \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
-  -d "$ctx"/wheels "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.5"
+  -d "$ctx"/wheels "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.5" "numpy>=1.26"
 docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg INSTALL_JDK="$INSTALL_JDK" -t "$IMAGE" "$ctx" >/dev/null
 step "done: $IMAGE"
 

@@ -4,9 +4,10 @@
         with make_client(url) as client:
             client.run_many(requests)
 
-The container needs to create namespaces and mounts for its workers, which Docker's defaults forbid:
-by default it gets CAP_SYS_ADMIN with seccomp and AppArmor unconfined (the narrowest set that works;
-``security="privileged"`` is the blunt alternative). The flags and why are in docs/sandbox_service.md.
+The container needs to create namespaces, mounts and memory cgroups for its workers, which Docker's
+defaults forbid: by default it gets CAP_SYS_ADMIN with seccomp and AppArmor unconfined, in a private
+cgroup namespace (the narrowest set that works; ``security="privileged"`` is the blunt alternative).
+The flags and why are in docs/sandbox_service.md.
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ class DockerSandboxSettings(BaseModel):
     memory_mb: int | None = Field(default=None, gt=0, description="Memory cap for the container, MiB.")
     security: Literal["narrow", "privileged", "none"] = Field(
         default="narrow",
-        description="narrow: CAP_SYS_ADMIN with seccomp and AppArmor unconfined; privileged: --privileged; "
-        "none: Docker's defaults, under which the image refuses to start (it needs namespaces).",
+        description="narrow: CAP_SYS_ADMIN with seccomp and AppArmor unconfined, private cgroup namespace; "
+        "privileged: --privileged; none: Docker's defaults, under which the image refuses to start (it needs "
+        "namespaces).",
     )
     startup_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for /healthz.")
+    environment: dict[str, str] = Field(default_factory=dict, description="Extra environment of the service.")
+    command: list[str] = Field(
+        default_factory=list, description="Extra `python -m sandbox serve` arguments (after --workers)."
+    )
     name: str | None = Field(default=None, description="Container name; None lets Docker pick.")
     pull: bool = Field(default=False, description="Pull the image when it is not on the engine.")
 
@@ -45,10 +51,11 @@ class DockerSandboxSettings(BaseModel):
 def security_options(security: str) -> dict[str, Any]:
     """docker SDK ``containers.create`` keywords that let the service build its namespaces."""
     if security == "privileged":
-        return {"privileged": True}
+        return {"privileged": True, "cgroupns": "private"}
     if security == "none":
         return {}
-    return {"cap_add": ["SYS_ADMIN"], "security_opt": ["seccomp=unconfined", "apparmor=unconfined"]}
+    return {"cap_add": ["SYS_ADMIN"], "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+            "cgroupns": "private"}
 
 
 class DockerSandbox:
@@ -78,8 +85,9 @@ class DockerSandbox:
             client.images.pull(s.image)
         kwargs: dict[str, Any] = {
             "ports": {f"{CONTAINER_PORT}/tcp": (s.host, s.port)},
-            "command": ["--workers", str(self.workers())],  # appended to the image's `serve` entrypoint
+            "command": ["--workers", str(self.workers()), *s.command],  # appended to the image's `serve` entrypoint
             "name": s.name,
+            "environment": s.environment or None,
             **security_options(s.security),
         }
         if s.cpus is not None:
