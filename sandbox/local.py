@@ -41,7 +41,7 @@ log = logging.getLogger("sandbox")
 
 ENGINE_VERSION = "2"  # bump when verdict semantics change (it keys the result cache)
 DEFAULT_BIN_CACHE = os.path.join(tempfile.gettempdir(), f"codealign-sandbox-{os.geteuid()}", "bin")
-NPROC_LIMIT = 64  # processes + threads per test (RLIMIT_NPROC of the worker's own uid)
+NPROC_LIMIT = 128  # processes + threads per test (RLIMIT_NPROC of the worker's own uid): 64 threads and more
 NOFILE_LIMIT = 128  # open files per test
 FSIZE_LIMIT_MB = 64  # largest file a program may write in its temp dir
 STDERR_CAP = 256 * 1024  # bytes of stderr kept per test; the rest is drained and dropped
@@ -730,9 +730,10 @@ class LocalExecutor:
             else:
                 v, msg = Verdict.RE, f"exit code {code}" + (f" ({child['exc']})" if child.get("exc") else "")
         elif req.fn_name:
-            if "value" not in child:
-                why = "exited before returning" if not child else f"raised {child['exc']}" if "exc" in child \
-                    else "its value could not be serialized"
+            if child.get("unreadable"):
+                v, msg = Verdict.WA, "the returned value cannot be compared (too large or nested too deeply to read)"
+            elif "value" not in child:
+                why = f"raised {child['exc']}" if "exc" in child else "it exited before returning"
                 v, msg = Verdict.RE, f"the function returned no value to the judge ({why})"
             else:
                 tr.value = _wire_value(child["value"])

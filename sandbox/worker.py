@@ -65,7 +65,7 @@ UID_BASE = 1_000_000  # sandbox uid = UID_BASE + worker pid: unique per live wor
 SETUP_FAILED = 121  # exit code of a child whose sandbox set-up (not the program) failed
 MAX_CODES = 512  # compiled Python programs the manager keeps per worker
 NONCE_BYTES = 16
-THREAD_STACK_MB = 8  # default stack of threads a Python program starts (the main stack follows the limit)
+THREAD_STACK_MB = 4  # default stack of threads a Python program starts (the main stack follows the limit)
 
 # Descriptors of the program process (besides 0, 1, 2).
 RESULT_FD = 3  # the runtime's report (Python only): nonce + JSON
@@ -388,7 +388,7 @@ class Zygote:
         self.sock = sock
         wk.codes.clear()
         _preload()
-        _set_thread_stack(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
+        _thread_friendly_libc(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
         # Prefork hygiene: the children's garbage collector then skips (and does not dirty, hence
         # copy) the zygote's objects.
         import gc
@@ -515,14 +515,17 @@ _REPORT_KEYS = {"value": object, "exc": str, "missing_fn": str, "signal": int, "
 
 
 def _verified_report(data: bytes, nonce: bytes) -> dict:
-    """The runtime's report, only if it carries this test's nonce; the rest (nothing, garbage, a
-    forgery, JSON nested 100k deep) is no report at all. Keys and types are checked too."""
-    if len(data) <= NONCE_BYTES or data[:NONCE_BYTES] != nonce:
+    """The runtime's report: what follows this test's nonce (anything the program wrote before it is
+    ignored; it cannot write after it: the runtime closes the channel). No nonce, nothing at all:
+    {}. An authenticated report that cannot be read (a number beyond Python's 4300-digit parsing
+    limit, JSON nested deeper than the parser goes) is {"unreadable": True}. Keys and types are checked."""
+    at = data.find(nonce)
+    if at < 0:
         return {}
     try:
-        report = json.loads(data[NONCE_BYTES:])
+        report = json.loads(data[at + NONCE_BYTES:])
     except (ValueError, RecursionError, MemoryError):
-        return {}
+        return {"unreadable": True}
     if not isinstance(report, dict):
         return {}
     return {k: v for k, v in report.items() if k in _REPORT_KEYS and isinstance(v, _REPORT_KEYS[k])}
@@ -599,20 +602,24 @@ def _program(z: Zygote, fds: list[int]) -> None:
     _run_python(code, job, args, z)
 
 
-def _set_thread_stack(mb: int) -> None:
-    """The default stack of new threads, without changing what Python shows (``threading.stack_size()``
-    stays 0): glibc takes it from RLIMIT_STACK when the process starts, which for a clone was the
-    zygote's start; a fixed 8 MiB lets 64 threads start under the default address-space limit."""
+def _thread_friendly_libc(stack_mb: int) -> None:
+    """Let 64 threads of a Python program start under the default address-space limit (512 MiB),
+    without changing what Python shows (``threading.stack_size()`` stays 0). Two libc defaults stand
+    in the way: the default thread stack, which glibc takes from RLIMIT_STACK when the process starts
+    (for a clone, the zygote's start: 8 MiB, or 32 MiB where it was unlimited), and a 64 MiB malloc
+    arena reserved per thread. Threads get ``stack_mb`` and share one arena (each test has one core:
+    nothing is lost). Python code that needs deeper thread stacks sets ``threading.stack_size``."""
     import ctypes
 
     try:
         libc = ctypes.CDLL(None)
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
         attr = ctypes.create_string_buffer(128)  # pthread_attr_t is 56 bytes on x86_64 and aarch64
         if libc.pthread_attr_init(attr) == 0:
-            libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(mb << 20))
+            libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(stack_mb << 20))
             libc.pthread_setattr_default_np(attr)
             libc.pthread_attr_destroy(attr)
-    except (AttributeError, OSError):  # an old libc: keep its default
+    except (AttributeError, OSError):  # another libc: keep its defaults
         pass
 
 
@@ -698,7 +705,8 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
     except BaseException as e:
         report = {"exc": type(e).__name__}
         try:  # the user's frames only, as `python3 main.py` would print them
-            sys.excepthook(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+            tb = e.__traceback__.tb_next if e.__traceback__ else None
+            sys.excepthook(type(e), e.with_traceback(tb), tb)
         except BaseException:
             pass
         exit_code = 1
