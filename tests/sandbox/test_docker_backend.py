@@ -6,6 +6,8 @@ these pin down the backend's own job: start, publish, wait for health, confine, 
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -15,10 +17,10 @@ from sandbox.spec import RunRequest, TestCase
 
 
 def test_security_options_are_the_documented_flags():
-    assert security_options("privileged") == {"privileged": True}
+    assert security_options("privileged") == {"privileged": True, "cgroupns": "private"}
     assert security_options("none") == {}
     narrow = security_options("narrow")
-    assert narrow["cap_add"] == ["SYS_ADMIN"]
+    assert narrow["cap_add"] == ["SYS_ADMIN"] and narrow["cgroupns"] == "private"
     assert set(narrow["security_opt"]) == {"seccomp=unconfined", "apparmor=unconfined"}
 
 
@@ -91,3 +93,83 @@ def test_make_client_docker_scheme_starts_and_removes_its_container(docker_image
         reqs = [RunRequest(code=f"print({k})", tests=[TestCase(input="", output=str(k))]) for k in range(3)]
         assert [r.verdict.value for r in client.run_many(reqs)] == ["AC"] * 3
     assert not ({c.id for c in engine.containers.list(all=True)} & ids)
+
+
+# -- no silently weaker container (issue #9, classes 6 and 8) ------------------------------------------
+
+
+def _start(image: str, *args: str, security: str = "narrow", **create: object):
+    """Run the image with ``args`` appended to its `serve` command; (container, url or None if it exited)."""
+    import docker
+
+    engine = docker.from_env()
+    c = engine.containers.run(image, ["--workers", "1", *args], detach=True, ports={"8080/tcp": ("127.0.0.1", None)},
+                              **security_options(security), **create)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        c.reload()
+        if c.status in ("exited", "dead"):
+            return c, None
+        ports = c.attrs["NetworkSettings"]["Ports"].get("8080/tcp")
+        if ports:
+            url = f"http://127.0.0.1:{ports[0]['HostPort']}"
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    return c, url
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    raise TimeoutError(c.logs(tail=40).decode(errors="replace"))
+
+
+def test_isolate_auto_without_the_namespace_flags_refuses_too(docker_image):
+    """'auto' once fell back to running programs as uid 0 on the bridge network; it must refuse like 'on'."""
+    c, url = _start(docker_image, "--isolate", "auto", security="none")
+    try:
+        assert url is None
+        assert "full isolation required" in c.logs().decode(errors="replace")
+    finally:
+        c.remove(force=True)
+
+
+def test_without_a_memory_cgroup_the_service_refuses_to_start(docker_image):
+    c, url = _start(docker_image, tmpfs={"/sys/fs/cgroup": ""})  # no memory hierarchy in sight
+    try:
+        assert url is None
+        assert "memory limit of a test's process tree cannot be enforced" in c.logs().decode(errors="replace")
+    finally:
+        c.remove(force=True)
+
+
+SPREAD = ("import os, time\nkids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+          "        x = b'x' * (150 * 2**20)\n        time.sleep(1)\n        os._exit(0)\n    kids.append(pid)\n"
+          "for k in kids:\n    os.waitpid(k, 0)\nprint('done')\n")
+
+
+@pytest.mark.parametrize(("args", "security", "unenforced"), [
+    (("--no-memory-cgroup",), "narrow", ["memory_tree"]),
+    (("--isolate", "off"), "none", ["filesystem", "memory_tree", "network", "pid_namespace", "tmp_size", "uid"]),
+], ids=["no-memory-cgroup", "isolate-off"])
+def test_weaker_modes_are_opt_in_loud_and_reported_in_every_result(docker_image, args, security, unenforced):
+    c, url = _start(docker_image, *args, security=security, tmpfs={"/sys/fs/cgroup": ""})
+    try:
+        assert url is not None, c.logs(tail=40).decode(errors="replace")
+        health = httpx.get(url + "/healthz", timeout=10).json()
+        assert health["unenforced"] == unenforced
+        assert "NOT ENFORCED" in c.logs().decode(errors="replace")
+        body = httpx.post(url + "/v1/run", json={"code": SPREAD, "memory_limit_mb": 256, "time_limit_s": 3,
+                                                 "tests": [{"input": "", "output": "done"}]}, timeout=60).json()
+        assert body["unenforced"] == unenforced  # here the tree's 600 MB pass: the result says why
+    finally:
+        c.remove(force=True)
+
+
+def test_the_image_reaps_orphans_of_docker_exec(docker_url, docker_service):
+    """PID 1 is an init (tini): the child of a `docker exec` that exits is reaped, not left a zombie."""
+    c = docker_service.container
+    assert c.exec_run(["cat", "/proc/1/comm"]).output.decode().strip() == "tini"
+    c.exec_run(["sh", "-c", "sleep 0.2 & exit 0"])
+    time.sleep(1.5)
+    code = ("import os\nz = [p for p in os.listdir('/proc') if p.isdigit() and "
+            "open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z']\nprint(len(z))")
+    assert c.exec_run(["python3", "-c", code]).output.decode().strip() == "0"

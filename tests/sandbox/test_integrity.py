@@ -346,3 +346,70 @@ def test_python_behaves_as_a_fresh_interpreter(target, fresh_outputs, name):
         assert "ValueError: boom" in t.stderr and 'File "main.py", line 2' in t.stderr and "sandbox" not in t.stderr
     if name == "exit-message":
         assert t.stderr.strip() == "bye"
+
+
+# -- 1. (continued) a broken worker is replaced and its test retried; /healthz tells -------------------
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_a_broken_worker_is_replaced_and_its_test_retried():
+    """Kill a worker's zygote (the test's set-up then fails before any program runs) and then a whole
+    worker: each next test still gets its verdict, on a fresh worker, and health counts the replacements."""
+    from sandbox.local import LocalExecutor
+
+    if os.geteuid() != 0:
+        pytest.skip("full isolation needs root")
+    with LocalExecutor(workers=1, cache_size=0) as ex:
+        req = RunRequest(code="print(input())", tests=[T("7", "7")])
+        assert ex.run(req).verdict == Verdict.AC
+        worker_pid = ex.worker_info()[0]["pid"]
+        os.kill(_children(worker_pid)[0], 9)  # the zygote
+        time.sleep(0.2)
+        assert ex.run(req).verdict == Verdict.AC
+        assert ex.health()["workers_replaced"] == 1 and ex.health()["healthy"]
+        os.kill(ex.worker_info()[0]["pid"], 9)  # the fresh worker itself
+        time.sleep(0.2)
+        assert ex.run(req).verdict == Verdict.AC
+        assert ex.health() | {"isolation": "full"} == {"healthy": True, "broken": {}, "workers_replaced": 2,
+                                                       "isolation": "full", "unenforced": []}
+
+
+def test_healthz_reports_a_worker_that_cannot_be_replaced(spawn_server, tmp_path):
+    """A worker that cannot start again (its binary cache vanished) leaves the service unhealthy: /healthz
+    is 503 with the reason (Docker's HEALTHCHECK then marks the container unhealthy); once the cause is
+    gone the next test starts a worker and /healthz is 200 again."""
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("full isolation needs root")
+    url = spawn_server(workers=1, env={"TMPDIR": str(tmp_path)})
+    post = lambda: httpx.post(url + "/v1/run", json={"code": f"print(1)  # {secrets.token_hex(4)}",  # noqa: E731
+                                                      "tests": [{"input": "", "output": "1"}]}, timeout=60)
+    assert post().json()["verdict"] == "AC"
+    port = url.rsplit(":", 1)[1]
+    server_pid = int(next(p for p in os.listdir("/proc") if p.isdigit() and f"sandbox serve " in _cmd(p)
+                          and f" --port {port} " in _cmd(p)))
+    (worker,) = [p for p in _children(server_pid) if "sandbox.worker" in _cmd(str(p))]
+    bins = tmp_path / f"codealign-sandbox-{os.geteuid()}" / "bin"
+    shutil.move(bins, tmp_path / "away")
+    os.kill(worker, 9)
+    time.sleep(0.3)
+    resp = post()
+    assert resp.status_code == 500  # the engine itself is broken, not the program
+    health = httpx.get(url + "/healthz", timeout=10)
+    assert health.status_code == 503 and health.json()["status"] == "unhealthy", health.text
+    assert "refused to start" in health.json()["detail"] and health.json()["workers_replaced"] >= 1
+    shutil.move(tmp_path / "away", bins)
+    assert post().json()["verdict"] == "AC"
+    assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+
+
+def _cmd(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
