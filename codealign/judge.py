@@ -23,9 +23,38 @@ from codealign.problems import Problem
 
 log = logging.getLogger(__name__)
 
-# HumanEval programs print nothing that matters: their asserts decide. Silence stdout so a solution's
-# debug print does not turn into a wrong answer against the empty expected output.
-_SILENCE_STDOUT = "import os as _ca_os, sys as _ca_sys\n_ca_sys.stdout = open(_ca_os.devnull, 'w')\n"
+# HumanEval: the program, then this harness with the dataset's check code (which ends with
+# ``check(entry_point)``), judged as a call-based test of HUMANEVAL_DONE that expects True. The
+# sandbox reports a call-based value only after the function returned, authenticated by a per-run
+# nonce that the program never sees before that: a program that leaves early (``sys.exit(0)``,
+# ``raise SystemExit``, ``exit()``, ``os._exit(0)``, an ``atexit`` hook after a failing assert) or
+# raises anything from its body produces no value and fails. The entry point is wrapped so that its
+# answers must be plain data (no object whose ``__eq__`` says yes to every assert). Its prints do not
+# matter: a call-based test's stdout is not compared.
+HUMANEVAL_DONE = "__codealign_humaneval_done"
+HUMANEVAL_PLAIN = """
+
+def __codealign_plain(fn):
+    import functools
+    plain = (bool, int, float, complex, str, bytes, type(None), list, tuple, dict, set, frozenset)
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        value = fn(*args, **kwargs)
+        todo = [value]
+        while todo:
+            v = todo.pop()
+            if type(v) not in plain:
+                raise TypeError(f"{fn.__name__} returned a {type(v).__name__}: HumanEval answers are plain values")
+            if type(v) is dict:
+                todo.extend(v.keys())
+                todo.extend(v.values())
+            elif type(v) in (list, tuple, set, frozenset):
+                todo.extend(v)
+        return value
+
+    return checked
+"""
 
 
 # APPS' own harness runs every program after a fixed block of imports (typing's List among them), and
@@ -54,20 +83,26 @@ def program_from_completion(problem: Problem, completion: str) -> str | None:
 
 def build_request(problem: Problem, code: str, *, tests: Sequence[TestCase] | None = None, stop_on_first_failure: bool = False) -> RunRequest:
     """The sandbox request judging ``code`` on ``tests`` (default: all of the problem's tests) with its limits and checker."""
+    fn_name, checker = (problem.fn_name if problem.call_based else None), problem.checker
+    tests = list(problem.all_tests() if tests is None else tests)
     if problem.test_code is not None:
-        prefix = "" if "from __future__" in code else _SILENCE_STDOUT
-        code = f"{prefix}{code}\n\n{problem.test_code}"
+        test_code, call = problem.test_code.rstrip(), f"check({problem.fn_name})"
+        if test_code.endswith(call):  # the loader's last line: check the wrapped entry point instead
+            test_code = test_code[: -len(call)] + f"check(__codealign_plain({problem.fn_name}))"
+        code = f"{code}{HUMANEVAL_PLAIN}\n{test_code}\n\n\ndef {HUMANEVAL_DONE}():\n    return True\n"
+        fn_name, checker = HUMANEVAL_DONE, "exact"
+        tests = [TestCase(input=[], output=True) for _ in tests]  # one per dataset test: totals stay the same
     elif problem.checker == "apps" and "from __future__" not in code:
         code = APPS_IMPORTS + (_NUMPY_IMPORT if _USES_NP.search(code) else "") + code
     return RunRequest(
         language="python",
         code=code,
-        tests=list(problem.all_tests() if tests is None else tests),
-        fn_name=problem.fn_name if problem.call_based else None,
+        tests=tests,
+        fn_name=fn_name,
         time_limit_s=min(problem.time_limit_s, 120.0),
         memory_limit_mb=min(problem.memory_limit_mb, 16384),
         stop_on_first_failure=stop_on_first_failure,
-        checker=problem.checker,
+        checker=checker,
     )
 
 

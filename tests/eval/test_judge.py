@@ -100,7 +100,7 @@ def test_humaneval_check_program_decides_and_prints_do_not_matter(executor):
     ok = program_from_completion(p, "    print('debug')\n    return x + 1\n")
     bad = program_from_completion(p, "    return x\n")
     assert [r.verdict.value for r in judge_many(executor, [(p, ok), (p, bad)])] == ["AC", "RE"]
-    assert build_request(p, ok).fn_name is None  # run as a script, not call-based
+    assert build_request(p, ok).fn_name == "__codealign_humaneval_done"  # passes only once check() returned
 
 
 def test_apps_call_based_starter_code_gets_the_apps_imports(executor):
