@@ -47,3 +47,39 @@ def test_disabled_cache_keeps_nothing_and_hits_are_copies():
     hit = c.get("a")
     hit.tests[0].stdout = "changed"
     assert c.get("a").tests[0].stdout == ""
+
+
+def test_the_compiled_binary_cache_stays_within_its_bound(tmp_path):
+    """Real compiles of ~1 MiB C++ programs into a 3 MiB cache: the least recently used go (never one
+    in use or used in the last minute), the cache stays bounded, and an evicted program compiles again."""
+    import os
+    import time
+
+    import pytest
+
+    from sandbox import languages
+    from sandbox.local import LocalExecutor
+
+    if languages.availability()["cpp"] or os.geteuid() != 0:
+        pytest.skip("needs g++ and root")
+
+    def big(k: int) -> str:  # ~1 MiB of initialised data in the binary
+        return (f"char blob[1 << 20] = {{{k}}};\n"
+                f"int main(int argc, char**) {{ return blob[(argc - 1) * 4096] == {k} ? 0 : 1; }}\n")
+
+    with LocalExecutor(workers=1, cache_size=0, bin_cache=str(tmp_path / "bin"), bin_cache_mb=3) as ex:
+        for k in (1, 2):
+            assert ex.run(RunRequest(language="cpp", code=big(k), tests=[TestCase(input="", output="")])).verdict == Verdict.AC
+        entries = sorted(os.listdir(tmp_path / "bin"))
+        assert len(entries) == 2
+        old = time.time() - 3600  # as if both were last used an hour ago
+        for name in entries:
+            os.utime(tmp_path / "bin" / name, (old, old))
+        os.utime(tmp_path / "bin" / entries[0], (old + 60, old + 60))  # ... the first a minute later
+        assert ex.run(RunRequest(language="cpp", code=big(3), tests=[TestCase(input="", output="")])).verdict == Verdict.AC
+        left = sorted(os.listdir(tmp_path / "bin"))
+        assert entries[0] in left and entries[1] not in left and len(left) == 2
+        assert ex._bins.size_mb() <= 3
+        for k in (1, 2, 3):  # whatever was evicted compiles again
+            assert ex.run(RunRequest(language="cpp", code=big(k), tests=[TestCase(input="", output="")])).verdict == Verdict.AC
+        assert ex.stats()["compiles"]["cpp"] >= 4
