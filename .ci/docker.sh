@@ -7,7 +7,8 @@
 # Prints `export ...` lines for the tests on stdout (everything else goes to stderr), so use it as
 #   eval "$(bash .ci/docker.sh)"
 # Environment: SANDBOX_BASE_IMAGE (default codealign-base:bookworm), SANDBOX_IMAGE (default
-# codealign-sandbox:ci), SANDBOX_INSTALL_JDK (default 1), DEBIAN_MIRROR.
+# codealign-sandbox:ci, also tagged codealign-sandbox:latest for the README's commands),
+# SANDBOX_INSTALL_JDK (default 1), DEBIAN_MIRROR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec 3>&1 1>&2  # stdout is only for the export lines
@@ -56,6 +57,9 @@ $PIP download -q --only-binary=:all: --python-version "$pyver" --implementation 
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
   -d "$ctx"/wheels "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.5" "numpy>=1.26"
 docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg INSTALL_JDK="$INSTALL_JDK" -t "$IMAGE" "$ctx" >/dev/null
+# The README's `docker run ... codealign-sandbox` names the image without a tag: give the default
+# build that name too (only the default one: a build under another name leaves it alone).
+if [ "$IMAGE" = "codealign-sandbox:ci" ]; then docker tag "$IMAGE" codealign-sandbox:latest; fi
 step "done: $IMAGE"
 
 echo "export CODEALIGN_SANDBOX_IMAGE=$IMAGE" >&3

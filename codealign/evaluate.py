@@ -72,6 +72,9 @@ class EvalConfig(BaseModel):
     )
     sandbox_urls: list[str] = Field(default_factory=list, description="Sandbox services; empty = the in-process executor.")
     workers: int | None = Field(default=None, gt=0, description="In-process executor workers (None = one per core).")
+    isolate: Literal["on", "off"] = Field(
+        default="on", description="In-process executor: 'on' needs root; 'off' = rlimits only (trusted code), reported."
+    )
     stop_on_first_failure: bool = Field(default=False, description="Faster judging; disables n@k and the test-case average.")
     judge_chunk: int = Field(default=2048, gt=0, description="Samples handed to the judge per batch (bounds memory; results are written as they arrive).")
     resume: bool = False
@@ -123,7 +126,7 @@ def _judge(cfg: EvalConfig, problems: dict, completions: dict[str, list[str]], p
         writer.write(reused)
         rows += reused
         if pending:
-            client = make_client(cfg.sandbox_urls or None, workers=cfg.workers)
+            client = make_client(cfg.sandbox_urls or None, workers=cfg.workers, isolate=cfg.isolate)
             try:
                 with progress(cfg.progress) as bar:
                     total = sum(len(t) for t in completions.values())
@@ -314,6 +317,7 @@ def eval_command(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out without redoing finished work."),
     sandbox_url: str | None = typer.Option(None, "--sandbox-url", help="Running sandbox service(s), comma-separated; default: in-process executor."),
     workers: int | None = typer.Option(None, "--workers", help="In-process sandbox workers (default: one per core)."),
+    sandbox_isolate: str = typer.Option("on", "--sandbox-isolate", help="In-process sandbox: on (needs root) | off (rlimits only, trusted code)."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N problems of the dataset."),
     submissions: int = typer.Option(10, "--submissions", help="n of AlphaCode's n@k."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
@@ -341,7 +345,8 @@ def eval_command(
             top_p=top_p, seed=seed, prompt_style=prompt_style, batch_size=batch_size, device=device,
             static_cache=static_cache, api_base=api_base, api_key=api_key, concurrency=concurrency, max_n_per_request=max_n_per_request,
             sandbox_urls=[u.strip() for u in sandbox_url.split(",") if u.strip()] if sandbox_url else [],
-            workers=workers, stop_on_first_failure=stop_on_first_failure, resume=resume, progress=not no_progress,
+            workers=workers, isolate=sandbox_isolate, stop_on_first_failure=stop_on_first_failure, resume=resume,
+            progress=not no_progress,
         )
         summary = run_eval(cfg)
     except ValidationError as e:

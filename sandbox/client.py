@@ -431,11 +431,12 @@ class DockerSandboxClient(SandboxClient):
 DOCKER_SCHEME = "docker://"
 
 
-def make_client(urls: str | Sequence[str] | None = None, *, workers: int | None = None):
+def make_client(urls: str | Sequence[str] | None = None, *, workers: int | None = None, isolate: str = "on"):
     """The judge client codealign uses.
 
     - ``urls`` None (or empty): an in-process :class:`sandbox.local.LocalExecutor` with ``workers``
-      warm workers (None: one per core);
+      warm workers (None: one per core) and ``isolate`` ("on": full isolation or refuse to start;
+      "off": without root, trusted code only, reported in every result);
     - ``"docker://IMAGE"``: start the service image (default ``codealign-sandbox:latest``) with the
       docker SDK, judge there with ``workers`` workers, remove the container on close();
     - service URLs (a comma-separated string or a list): a :class:`SandboxClient`; ``workers`` is then
@@ -444,7 +445,7 @@ def make_client(urls: str | Sequence[str] | None = None, *, workers: int | None 
     if urls is None or (isinstance(urls, str) and not urls.strip()) or (not isinstance(urls, str) and not list(urls)):
         from sandbox.local import LocalExecutor  # lazily: the engine is heavier than the HTTP client
 
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, isolate=isolate)
     if isinstance(urls, str) and urls.strip().startswith(DOCKER_SCHEME):
         image = urls.strip()[len(DOCKER_SCHEME):] or "codealign-sandbox:latest"
         return DockerSandboxClient(image, workers)

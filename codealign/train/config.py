@@ -80,6 +80,11 @@ class JudgeConfig(_Strict):
 
     sandbox_urls: list[str] | None = Field(None, description="Sandbox services; None = the in-process local executor.")
     workers: int | None = Field(None, gt=0, description="Local executor workers (None = one per core).")
+    isolate: Literal["on", "off"] = Field(
+        "on",
+        description="Local executor: 'on' needs root (namespaces, uid drop, memory cgroup) and refuses to start "
+        "without; 'off' judges with rlimits only (trusted code, a machine without root), reported in every result.",
+    )
     timeout_s: float = Field(
         120.0, gt=0, description="Wall-clock limit for judging one batch, seconds; what is unjudged by then counts as a judge error."
     )

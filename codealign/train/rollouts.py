@@ -94,7 +94,7 @@ class Judge:
         from sandbox.client import make_client
 
         self.cfg = cfg
-        self.client = client if client is not None else make_client(cfg.sandbox_urls, workers=cfg.workers)
+        self.client = client if client is not None else make_client(cfg.sandbox_urls, workers=cfg.workers, isolate=cfg.isolate)
         self.stop_on_first_failure = stop_on_first_failure  # all-or-nothing rewards need no later tests
         self.errors = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge")

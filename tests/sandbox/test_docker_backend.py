@@ -173,3 +173,35 @@ def test_the_image_reaps_orphans_of_docker_exec(docker_url, docker_service):
     code = ("import os\nz = [p for p in os.listdir('/proc') if p.isdigit() and "
             "open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z']\nprint(len(z))")
     assert c.exec_run(["python3", "-c", code]).output.decode().strip() == "0"
+
+
+def test_the_readmes_docker_run_works_as_written(docker_image):
+    """The README's `docker run` (its flags are the `narrow` set) serves after CI's build, which also
+    tags the image `codealign-sandbox`. Only the published port is changed (8080 may be taken)."""
+    import subprocess
+
+    from tests.sandbox.conftest import REPO, free_port
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("docker run -d -p 8080:8080"):].split("```")[0]
+    cmd = " ".join(line.rstrip("\\").strip() for line in block.strip().splitlines())
+    assert "--cap-add SYS_ADMIN" in cmd and "--cgroupns private" in cmd and "seccomp=unconfined" in cmd
+    port = free_port()
+    cmd = cmd.replace("-p 8080:8080", f"-p 127.0.0.1:{port}:8080")
+    if docker_image != "codealign-sandbox:ci":  # a developer's own build: run that one instead
+        cmd = cmd.replace(" codealign-sandbox", f" {docker_image}")
+    cid = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert cid.returncode == 0, cid.stderr
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/run", json={"code": "print(2)", "tests": [{"input": "", "output": "2"}]},
+                          timeout=60).json()
+        assert body["verdict"] == "AC"
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid.stdout.strip()], capture_output=True, timeout=60)

@@ -52,3 +52,22 @@ def test_python_m_sandbox_rejects_bad_arguments_with_usage():
     assert bad.returncode == 2 and "workers" in bad.stderr
     unknown = subprocess.run([sys.executable, "-m", "sandbox", "launch"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "serve" in unknown.stderr
+
+
+def _readme_block(starts_with: str) -> str:
+    """The README's shell command that starts with ``starts_with`` (continuation lines joined)."""
+    text = (REPO / "README.md").read_text()
+    lines = text[text.index(starts_with):].splitlines()
+    cmd = []
+    for line in lines:
+        cmd.append(line.rstrip("\\").strip())
+        if not line.endswith("\\"):
+            break
+    return " ".join(cmd)
+
+
+def test_the_readmes_curl_example_works_as_written(spawn_server):
+    url = spawn_server(workers=1)
+    cmd = _readme_block("curl -s localhost:8080/v1/run").replace("localhost:8080", url.removeprefix("http://"))
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"verdict":"AC"' in out.stdout, (cmd, out.stdout, out.stderr)
