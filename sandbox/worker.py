@@ -717,13 +717,16 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
 
 
 def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
-    """End as ``python3 main.py`` ends, without paying for a whole interpreter finalization: join
-    non-daemon threads, run atexit hooks, flush sys.stdout/sys.stderr (a failure is exit status
-    120), then clear __main__ and the modules the program imported, so that finalizers (``__del__``
-    of objects the program kept, buffered files it never closed) write what they would have, and
-    flush once more."""
+    """End as ``python3 main.py`` ends (CPython's Py_FinalizeEx, in its order), without paying for a
+    whole interpreter finalization: join non-daemon threads, run atexit hooks, flush sys.stdout and
+    sys.stderr (a failure is exit status 120), collect garbage; then, as its finalize_modules does,
+    put back the original sys.stdout/stderr/stdin (a replacement the program installed is finalized
+    here, and flushes) and drop __main__ and the modules the program imported, collect again (so
+    ``__del__`` methods and buffered files it never closed, e.g. FastIO classes, write what they
+    would have, while their globals are intact), clear what survives, and flush once more."""
     import gc
     import threading
+    import weakref
 
     try:
         threading._shutdown()
@@ -737,24 +740,28 @@ def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
         pass
     exit_code = _flush_std(exit_code)
     try:
+        gc.collect()
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        survivors = []
         for name in [n for n in sys.modules if n not in preloaded or n == "__main__"]:
             module = sys.modules.pop(name, None)
-            d = getattr(module, "__dict__", None)
-            if isinstance(d, dict):  # CPython's order: names with one leading underscore first
+            try:
+                survivors.append(weakref.ref(module))
+            except TypeError:
+                pass
+            del module
+        gc.collect()
+        for ref in survivors:  # still referenced: clear their globals (one leading underscore first)
+            d = getattr(ref(), "__dict__", None)
+            if isinstance(d, dict):
                 for key in [k for k in d if k.startswith("_") and not k.startswith("__")] + list(d):
                     if key != "__builtins__" and key in d:
                         d[key] = None
-            del module, d
+            del d
         gc.collect()
     except BaseException:
         pass
     exit_code = _flush_std(exit_code)
-    for stream in (sys.__stdout__, sys.__stderr__):  # CPython flushes the original streams last
-        try:
-            if stream is not None and not stream.closed:
-                stream.flush()
-        except BaseException:
-            pass
     os._exit(exit_code)
 
 
