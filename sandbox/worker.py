@@ -122,6 +122,8 @@ class Worker:
             self._set_up(isolate, memory_cgroup)
         except _Refused as e:
             self.error = str(e)
+        except OSError as e:  # the per-test tmpfs or the zygote: a broken host
+            self.error = f"the worker could not set up: {e}"
 
     def _set_up(self, isolate: str, memory_cgroup: bool) -> None:
         if isolate != "off" and os.geteuid() == 0:

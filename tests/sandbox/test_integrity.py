@@ -390,7 +390,7 @@ def test_healthz_reports_a_worker_that_cannot_be_replaced(spawn_server, tmp_path
                                                       "tests": [{"input": "", "output": "1"}]}, timeout=60)
     assert post().json()["verdict"] == "AC"
     port = url.rsplit(":", 1)[1]
-    server_pid = int(next(p for p in os.listdir("/proc") if p.isdigit() and f"sandbox serve " in _cmd(p)
+    server_pid = int(next(p for p in os.listdir("/proc") if p.isdigit() and "sandbox serve " in _cmd(p)
                           and f" --port {port} " in _cmd(p)))
     (worker,) = [p for p in _children(server_pid) if "sandbox.worker" in _cmd(str(p))]
     bins = tmp_path / f"codealign-sandbox-{os.geteuid()}" / "bin"
