@@ -66,9 +66,11 @@ def tree_cpu_s() -> float:
     todo, seen = [os.getpid()], set()
     while todo:
         pid = todo.pop()
+        kids = []
         try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                kids = [int(k) for k in f.read().split()]
+            for tid in os.listdir(f"/proc/{pid}/task"):  # children belong to the thread that made them
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    kids += [int(k) for k in f.read().split()]
         except OSError:
             continue
         for k in kids:

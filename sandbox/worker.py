@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import marshal
 import os
 import select
 import shutil
@@ -273,14 +274,9 @@ class Worker:
         child_job = {k: job.get(k) for k in ("mode", "argv", "env", "fn_name", "proc", "cpu_s", "as_mb", "nproc",
                                             "fsize_mb", "nofile", "stack_mb")}
         child_job["cgroup"] = self.cgroup.path if self.cgroup is not None else None
-        with open(os.path.join(indir, "job"), "w") as f:
-            json.dump(child_job, f)
-        if code_blob is not None:
-            with open(os.path.join(indir, "code"), "wb") as f:
-                f.write(code_blob)
-        if "blob_args" in job:
-            with open(os.path.join(indir, "args"), "wb") as f:
-                f.write(blobs[job["blob_args"]])
+        args = blobs[job["blob_args"]] if "blob_args" in job else None
+        with open(os.path.join(indir, "job"), "wb") as f:  # one file, one read: marshal is the cheapest to load
+            f.write(marshal.dumps((child_job, code_blob, args)))
         stdin_path = os.path.join(indir, "stdin")
         with open(stdin_path, "wb") as f:
             if "blob_stdin" in job:
@@ -547,17 +543,10 @@ def _program(z: Zygote, fds: list[int]) -> None:
             if src != dst:
                 os.dup2(src, dst)
         os.closerange(READY_FD + 1, 1 << 20)
-        with open(os.path.join(z.indir, "job")) as f:
-            job = json.load(f)
-        code = args = None
+        job, code, args = marshal.loads(_read_file(os.path.join(z.indir, "job")))
         if job["mode"] == "python":
-            import marshal
-
-            with open(os.path.join(z.indir, "code"), "rb") as f:
-                code = marshal.loads(f.read())
-            if job.get("fn_name"):
-                with open(os.path.join(z.indir, "args"), "rb") as f:
-                    args = json.loads(f.read())
+            code = marshal.loads(code)
+            args = json.loads(args) if job.get("fn_name") else None
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         work = z.work
@@ -602,6 +591,20 @@ def _program(z: Zygote, fds: list[int]) -> None:
         finally:
             os._exit(SETUP_FAILED)
     _run_python(code, job, args, z)
+
+
+def _read_file(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        chunks = []
+        while True:
+            chunk = os.read(fd, max(size, 1 << 16))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _thread_friendly_libc(stack_mb: int) -> None:
@@ -721,7 +724,7 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
 def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
     """End as ``python3 main.py`` ends (CPython's Py_FinalizeEx, in its order), without paying for a
     whole interpreter finalization: join non-daemon threads, run atexit hooks, flush sys.stdout and
-    sys.stderr (a failure is exit status 120), collect garbage; then, as its finalize_modules does,
+    sys.stderr (a failure is exit status 120); then, as its finalize_modules does,
     put back the original sys.stdout/stderr/stdin (a replacement the program installed is finalized
     here, and flushes) and drop __main__ and the modules the program imported, collect again (so
     ``__del__`` methods and buffered files it never closed, e.g. FastIO classes, write what they
@@ -742,7 +745,6 @@ def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
         pass
     exit_code = _flush_std(exit_code)
     try:
-        gc.collect()
         sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
         survivors = []
         for name in [n for n in sys.modules if n not in preloaded or n == "__main__"]:
@@ -753,14 +755,17 @@ def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
                 pass
             del module
         gc.collect()
-        for ref in survivors:  # still referenced: clear their globals (one leading underscore first)
-            d = getattr(ref(), "__dict__", None)
+        survivors = [m for m in (ref() for ref in survivors) if m is not None]
+        for module in survivors:  # still referenced: clear their globals (one leading underscore first)
+            d = getattr(module, "__dict__", None)
             if isinstance(d, dict):
                 for key in [k for k in d if k.startswith("_") and not k.startswith("__")] + list(d):
                     if key != "__builtins__" and key in d:
                         d[key] = None
             del d
-        gc.collect()
+        if survivors:
+            del module, survivors
+            gc.collect()
     except BaseException:
         pass
     exit_code = _flush_std(exit_code)
