@@ -36,6 +36,7 @@ so in its hello frame, with the layers it cannot enforce.
 from __future__ import annotations
 
 import argparse
+import array
 import errno
 import json
 import marshal
@@ -66,6 +67,7 @@ UID_BASE = 1_000_000  # sandbox uid = UID_BASE + worker pid: unique per live wor
 SETUP_FAILED = 121  # exit code of a child whose sandbox set-up (not the program) failed
 MAX_CODES = 512  # compiled Python programs the manager keeps per worker
 NONCE_BYTES = 16
+INLINE_JOB_BYTES = 60_000  # a child's job (code included) up to this size goes in the zygote's message, not a file
 THREAD_STACK_MB = 4  # default stack of threads a Python program starts (the main stack follows the limit)
 
 # Descriptors of the program process (besides 0, 1, 2).
@@ -235,10 +237,10 @@ class Worker:
             self.codes.move_to_end(cid)
             code_blob = self.codes[cid]
         try:
-            stdin_fd = self._prepare(job, blobs, code_blob)
+            stdin_fd, message = self._prepare(job, blobs, code_blob)
         except OSError as e:
             return {"status": "setup_failed", "error": f"test set-up failed: {e}"}, []
-        header, out_blobs = self._run(job, stdin_fd)
+        header, out_blobs = self._run(job, stdin_fd, message)
         if header["status"] == "ok" and job.get("collect"):
             header["collected"] = self._collect(job["collect"], header)
         try:
@@ -257,9 +259,11 @@ class Worker:
             for d in ("w", "in"):
                 isolation.remove_tree(os.path.join(self.host_tmp, d))
 
-    def _prepare(self, job: dict, blobs: list[bytes], code_blob: bytes | None) -> int:
-        """Write the test's files; returns the stdin descriptor. The job file, the code and the
-        arguments are read by the child before it drops privileges (the ``in`` directory is root's)."""
+    def _prepare(self, job: dict, blobs: list[bytes], code_blob: bytes | None) -> tuple[int, bytes]:
+        """Write the test's files; returns the stdin descriptor and the zygote's message. The child's
+        job (limits, argv, code, arguments) travels in that message when it is small (the zygote
+        receives it into a buffer it zeroes after the clone), else in a file of the root-only ``in``
+        directory; the child reads it before it drops privileges."""
         tmp = self.tmp_outside()
         work, indir = os.path.join(tmp, "w"), os.path.join(tmp, "in")
         os.mkdir(indir, 0o700)
@@ -275,8 +279,13 @@ class Worker:
                                             "fsize_mb", "nofile", "stack_mb")}
         child_job["cgroup"] = self.cgroup.path if self.cgroup is not None else None
         args = blobs[job["blob_args"]] if "blob_args" in job else None
-        with open(os.path.join(indir, "job"), "wb") as f:  # one file, one read: marshal is the cheapest to load
-            f.write(marshal.dumps((child_job, code_blob, args)))
+        payload = marshal.dumps((child_job, code_blob, args))  # marshal: the cheapest to load in the child
+        if len(payload) < INLINE_JOB_BYTES:
+            message = b"J" + payload
+        else:
+            with open(os.path.join(indir, "job"), "wb") as f:
+                f.write(payload)
+            message = b"F"
         stdin_path = os.path.join(indir, "stdin")
         with open(stdin_path, "wb") as f:
             if "blob_stdin" in job:
@@ -284,9 +293,9 @@ class Worker:
         if self.cgroup is not None:
             self.cgroup.prepare(job["cgroup_mb"])
             self.oom_base = self.cgroup.oom_kills()  # a cumulative counter: compare after the test
-        return os.open(stdin_path, os.O_RDONLY)
+        return os.open(stdin_path, os.O_RDONLY), message
 
-    def _run(self, job: dict, stdin_fd: int) -> tuple[dict, list[bytes]]:
+    def _run(self, job: dict, stdin_fd: int, message: bytes) -> tuple[dict, list[bytes]]:
         """Clone the program through the zygote, drain it, wait for it; the answer frame's parts."""
         pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, result, nonce, ready
         (out_r, out_w), (err_r, err_w), (res_r, res_w), (nonce_r, nonce_w), (ready_r, ready_w) = pipes
@@ -300,7 +309,7 @@ class Worker:
         t0 = time.monotonic()
         try:
             try:
-                socket.send_fds(self.sock, [b"clone"], theirs)
+                socket.send_fds(self.sock, [message], theirs)
                 answer = self.sock.recv(32)
             finally:
                 for fd in theirs:
@@ -315,7 +324,7 @@ class Worker:
             ready = _read_available(ready_r)
             for fd in mine:
                 os.close(fd)
-        if ready == b"R":
+        if ready == b"R" or (not ready and header["wall_timeout"]):  # killed at its wall limit while starting: TLE
             return header, out_blobs
         why = ready.lstrip(b"R")[1:].decode("utf-8", "replace")
         if ready.startswith(b"RF") and why.startswith("ENOMEM"):  # execve: the binary does not fit the limit
@@ -384,6 +393,7 @@ class Zygote:
         self.python_path = (isolation.INNER_PY if wk.isolated else None,
                             sorted({os.path.dirname(p) for p in wk.packages.values()}))
         self.sock = sock
+        self.buf = bytearray(INLINE_JOB_BYTES)  # the current job's message; zeroed after each clone
         wk.codes.clear()
         _preload()
         _thread_friendly_libc(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
@@ -395,19 +405,25 @@ class Zygote:
         gc.freeze()
 
     def serve(self) -> None:
+        fd_space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 64, 8)
+                n, ancdata, _, _ = self.sock.recvmsg_into([self.buf], fd_space)
             except OSError:
                 return
-            if not msg:
+            if not n:
                 return
+            fds = array.array("i")
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
             try:
                 pid = isolation.clone_sibling(self.isolated)
             except OSError as e:
                 pid = -(e.errno or errno.EIO)
             if pid == 0:
-                _program(self, fds)  # never returns
+                _program(self, list(fds), n)  # never returns
+            self.buf[:n] = bytes(n)
             for fd in fds:
                 os.close(fd)
             self.sock.send(str(pid).encode())
@@ -532,7 +548,7 @@ def _verified_report(data: bytes, nonce: bytes) -> dict:
 # -- the program process ------------------------------------------------------------------------------
 
 
-def _program(z: Zygote, fds: list[int]) -> None:
+def _program(z: Zygote, fds: list[int], n: int) -> None:
     """The test's program process. Set up confinement, then run the untrusted code; never returns."""
     try:
         z.sock.detach()  # the descriptor is closed below; its object must not close a reused number later
@@ -543,7 +559,8 @@ def _program(z: Zygote, fds: list[int]) -> None:
             if src != dst:
                 os.dup2(src, dst)
         os.closerange(READY_FD + 1, 1 << 20)
-        job, code, args = marshal.loads(_read_file(os.path.join(z.indir, "job")))
+        inline = z.buf[:1] == b"J"
+        job, code, args = marshal.loads(memoryview(z.buf)[1:n] if inline else _read_file(os.path.join(z.indir, "job")))
         if job["mode"] == "python":
             code = marshal.loads(code)
             args = json.loads(args) if job.get("fn_name") else None

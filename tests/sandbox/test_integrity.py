@@ -217,6 +217,12 @@ def test_one_bad_sample_never_affects_another(target):
     assert all(v in (Verdict.WA, Verdict.RE) for v in verdicts[::2]), verdicts
 
 
+def test_a_wall_limit_shorter_than_the_start_is_a_tle_not_a_broken_worker(target):
+    r = target.run(RunRequest(code=f"print(1)  # {secrets.token_hex(4)}", wall_time_limit_s=0.0005, tests=[T("", "1")] * 3))
+    assert r.verdict == Verdict.TLE and all("wall-clock" in t.message for t in r.tests), r.tests[0]
+    judges_correctly(target)
+
+
 # -- 7. fair scheduling, caps, time limits that start with the test ------------------------------------
 
 def test_a_one_test_request_does_not_wait_behind_a_big_one(target):
