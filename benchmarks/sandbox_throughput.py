@@ -1,6 +1,6 @@
 """Sandbox throughput: tests/second of the engine against a fresh process per test.
 
-    .venv/bin/python benchmarks/sandbox_throughput.py [--tests 400] [--problems 40] [--workers N]
+    .venv/bin/python benchmarks/sandbox_throughput.py [--tests 400] [--problems 40] [--workers N] [--no-baseline]
 
 Workloads, each also run by the baseline on the same cores in the same run:
   (a) a trivial Python stdin program over --tests tests;
@@ -39,8 +39,13 @@ TRIVIAL_PY = "a, b = map(int, input().split())\nprint(a + b)\n"
 TRIVIAL_CPP = "#include <cstdio>\nint main() { long long a, b; scanf(\"%lld %lld\", &a, &b); printf(\"%lld\\n\", a + b); }\n"
 
 
+SKIP_BASELINE = False
+
+
 def baseline(argv: list[str], inputs: list[str], workers: int, workdir: str) -> float:
     """Seconds to run argv once per input, fresh process each time, stdin from a file."""
+    if SKIP_BASELINE:
+        return float("nan")
     paths = []
     for i, text in enumerate(inputs):
         p = os.path.join(workdir, f"in{i}.txt")
@@ -98,7 +103,10 @@ def main() -> int:
     ap.add_argument("--tests", type=int, default=400)
     ap.add_argument("--problems", type=int, default=40)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--no-baseline", action="store_true", help="Engine figures only (for interleaved before/after runs).")
     args = ap.parse_args()
+    global SKIP_BASELINE
+    SKIP_BASELINE = args.no_baseline
     workers = args.workers or os.cpu_count() or 1
     print(f"cores: {os.cpu_count()}  workers: {workers}  load average: {os.getloadavg()[0]:.1f}")
     tmp = tempfile.mkdtemp(prefix="codealign-bench-")

@@ -390,12 +390,26 @@ class Zygote:
         self.indir = os.path.join(wk.tmp_outside(), "in")
         self.work = wk.work_inside()
         self.bin_inside = wk.bin_inside()
-        self.python_path = (isolation.INNER_PY if wk.isolated else None,
-                            sorted({os.path.dirname(p) for p in wk.packages.values()}))
+        packages = [isolation.INNER_PY] if wk.isolated else sorted({os.path.dirname(p) for p in wk.packages.values()})
         self.sock = sock
         self.buf = bytearray(INLINE_JOB_BYTES)  # the current job's message; zeroed after each clone
         wk.codes.clear()
         _preload()
+        # What every Python program starts with, made once here rather than in each clone (every
+        # page a clone writes is a copy): a clean environment, its import path, an interpreter that
+        # exists inside the sandbox, and no trace of the sandbox's own modules in sys.modules (this
+        # process keeps running its code: functions hold their globals).
+        self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.work, "TMPDIR": self.work,
+                    "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                    "PYTHONPATH": ":".join(packages)}  # a python3 the program starts finds numpy too
+        os.environ.clear()
+        os.environ.update(self.env)
+        stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
+        self.sys_path = [self.work] + stdlib + packages
+        self.executable = _interpreter()
+        for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
+            del sys.modules[name]
+        self.preloaded = frozenset(sys.modules) - {"__main__"}
         _thread_friendly_libc(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
         # Prefork hygiene: the children's garbage collector then skips (and does not dirty, hence
         # copy) the zygote's objects.
@@ -580,11 +594,7 @@ def _program(z: Zygote, fds: list[int], n: int) -> None:
             fsize_mb=job["fsize_mb"], nofile=job["nofile"], stack_mb=job.get("stack_mb")))
         if z.isolated:
             isolation.drop_privileges(z.uid)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
-               "LC_ALL": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        inner_py, host_py = z.python_path
-        env["PYTHONPATH"] = inner_py or ":".join(host_py)  # a python3 the program starts finds numpy too
-        env.update(job.get("env") or {})
+        env = {**z.env, **(job.get("env") or {})}
         if job["mode"] == "exec":
             argv = [a.replace("{bin}", z.bin_inside).replace("{work}", work) for a in job["argv"]]
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -597,8 +607,8 @@ def _program(z: Zygote, fds: list[int], n: int) -> None:
             except OSError as e:
                 os.write(READY_FD, f"F{errno.errorcode.get(e.errno, e.errno)}: exec {argv[0]}: {e}".encode())
                 os._exit(SETUP_FAILED)
-        os.environ.clear()
-        os.environ.update(env)
+        if job.get("env"):
+            os.environ.update(job["env"])  # the rest is z.env, set in the zygote
         os.write(READY_FD, b"R")
         os.close(READY_FD)
     except BaseException:
@@ -691,13 +701,8 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
 
     random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
     sys.argv = ["main.py"]
-    inner_py, host_py = z.python_path
-    stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
-    sys.path[:] = [z.work] + stdlib + ([inner_py] if inner_py else host_py)
-    sys.executable = _interpreter()
-    for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
-        del sys.modules[name]
-    preloaded = set(sys.modules)
+    sys.path[:] = z.sys_path
+    sys.executable = z.executable
     main = types.ModuleType("__main__")
     main.__file__ = "main.py"
     main.__builtins__ = builtins
@@ -735,7 +740,7 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
     if job.get("fn_name") or report.get("exc"):
         _report(report)  # before any hook of the program's runs: nothing after its code can forge it
     del main, report, code, args
-    _exit_like_cpython(exit_code, preloaded)
+    _exit_like_cpython(exit_code, z.preloaded)
 
 
 def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
