@@ -743,14 +743,17 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
     _exit_like_cpython(exit_code, z.preloaded)
 
 
-def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
-    """End as ``python3 main.py`` ends (CPython's Py_FinalizeEx, in its order), without paying for a
-    whole interpreter finalization: join non-daemon threads, run atexit hooks, flush sys.stdout and
-    sys.stderr (a failure is exit status 120); then, as its finalize_modules does,
-    put back the original sys.stdout/stderr/stdin (a replacement the program installed is finalized
-    here, and flushes) and drop __main__ and the modules the program imported, collect again (so
-    ``__del__`` methods and buffered files it never closed, e.g. FastIO classes, write what they
-    would have, while their globals are intact), clear what survives, and flush once more."""
+def _exit_like_cpython(exit_code: int, preloaded: frozenset[str]) -> None:
+    """End as ``python3 main.py`` ends, in the order of CPython's Py_FinalizeEx, without paying for a
+    whole interpreter finalization (13 ms of CPU per test measured in a clone): join non-daemon
+    threads, run atexit hooks, flush sys.stdout and sys.stderr (a failure is exit status 120); put
+    back the original std streams (a replacement the program installed, e.g. a FastIO wrapper, is
+    finalized here and flushes); then finalize what the program left with a finalizer in __main__
+    and the modules it imported, while their globals are intact: each such object (an unclosed file
+    on fd 1, a FastIO buffer bound to a name, an instance whose class has ``__del__``) is unbound,
+    and a garbage collection runs when one of them lives on (a cycle) or the program defined a class
+    with its own ``__del__``; last, flush the original streams. Live data without finalizers is left
+    to the kernel (CPython would free it one object at a time; that prints nothing)."""
     import gc
     import threading
     import weakref
@@ -768,25 +771,22 @@ def _exit_like_cpython(exit_code: int, preloaded: set[str]) -> None:
     exit_code = _flush_std(exit_code)
     try:
         sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
-        survivors = []
+        collect, alive, value = False, [], None
         for name in [n for n in sys.modules if n not in preloaded or n == "__main__"]:
-            module = sys.modules.pop(name, None)
-            try:
-                survivors.append(weakref.ref(module))
-            except TypeError:
-                pass
-            del module
-        gc.collect()
-        survivors = [m for m in (ref() for ref in survivors) if m is not None]
-        for module in survivors:  # still referenced: clear their globals (one leading underscore first)
-            d = getattr(module, "__dict__", None)
-            if isinstance(d, dict):
-                for key in [k for k in d if k.startswith("_") and not k.startswith("__")] + list(d):
-                    if key != "__builtins__" and key in d:
-                        d[key] = None
-            del d
-        if survivors:
-            del module, survivors
+            d = getattr(sys.modules[name], "__dict__", None)
+            if not isinstance(d, dict):
+                continue
+            for key, value in list(d.items()):
+                if isinstance(value, type):
+                    collect = collect or any("__del__" in vars(c) for c in value.__mro__ if c.__module__ == name)
+                elif hasattr(type(value), "__del__"):
+                    try:
+                        alive.append(weakref.ref(value))
+                    except TypeError:
+                        collect = True
+                    del d[key]  # usually its last reference: finalized now
+        del value
+        if collect or any(ref() is not None for ref in alive):
             gc.collect()
     except BaseException:
         pass

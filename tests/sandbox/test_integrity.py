@@ -327,6 +327,18 @@ FRESH = {
                    "print(subprocess.run([sys.executable, '-c', 'import numpy; print(6 * 7)'], capture_output=True, "
                    "text=True).stdout.strip())\n"),
     "threading-stack-size": "import threading\nprint(threading.stack_size())\n",
+    "fastio-bound-to-a-name": ("import os, sys\nfrom io import BytesIO, IOBase\nclass FastIO(IOBase):\n"
+                               "    def __init__(self, fd):\n        self._fd, self.buffer = fd, BytesIO()\n"
+                               "    def write(self, b):\n        self.buffer.write(b)\n"
+                               "    def flush(self):\n        os.write(self._fd, self.buffer.getvalue())\n"
+                               "        self.buffer.truncate(0)\n        self.buffer.seek(0)\n"
+                               "out = FastIO(1)\nprint('first', flush=True)\nout.write(b'from the buffer at exit\\n')\n"),
+    "fastio-as-stdout": ("import os, sys\nfrom io import BytesIO, IOBase\nclass FastIO(IOBase):\n"
+                         "    def __init__(self, fd):\n        self._fd, self.buffer = fd, BytesIO()\n"
+                         "    def write(self, s):\n        self.buffer.write(s.encode())\n"
+                         "    def flush(self):\n        os.write(self._fd, self.buffer.getvalue())\n"
+                         "        self.buffer.truncate(0)\n        self.buffer.seek(0)\n"
+                         "sys.stdout = FastIO(1)\nprint('via a replaced sys.stdout')\n"),
 }
 
 
