@@ -21,7 +21,8 @@ Built for k=1000:
   sample index), so a resumed run asks for what an uninterrupted one would.
 - **Usage.** Token usage reported by the server is summed in :attr:`OpenAISampler.stats`.
 
-Token ids are not returned (``token_ids=None``).
+Token ids are not returned (``token_ids=None``) unless ``return_token_ids`` asks a vLLM server for them
+(its ``return_token_ids`` extension; the trainer's vLLM server mode needs the exact sampled tokens).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class OpenAISampler(Sampler):
         max_retries: int = 8,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        return_token_ids: bool = False,
     ):
         import httpx
 
@@ -116,6 +118,7 @@ class OpenAISampler(Sampler):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.return_token_ids = return_token_ids
         #: The most choices the server gave for one request, once it gave fewer than asked (None: never).
         self.n_limit: int | None = None
         self.stats = SamplingStats()
@@ -215,6 +218,8 @@ class OpenAISampler(Sampler):
             body["seed"] = seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if self.return_token_ids:
+            body["return_token_ids"] = True  # vLLM: the exact sampled tokens, for a trainer
         return body
 
     def _request(self, prompt: Any, n: int, seed: int | None, params: SamplingParams) -> tuple[list[Completion], dict]:
@@ -259,9 +264,12 @@ class OpenAISampler(Sampler):
             raise RuntimeError(f"{self.url} answered 200 with a body that is not an OpenAI {'chat ' if self.chat else ''}completion: {resp.text[:300]}") from e
         if not 1 <= len(texts) <= n:
             raise RuntimeError(f"{self.url} returned {len(texts)} choices for n={n}")
+        ids = [c.get("token_ids") if self.return_token_ids else None for c in choices]
+        if self.return_token_ids and any(i is None for i in ids):
+            raise RuntimeError(f"{self.url} returned no token_ids (return_token_ids needs a vLLM server)")
         usage = data.get("usage") or {}
         self.stats.add_usage(usage)
-        return [Completion(text=t, token_ids=None, finish_reason=c.get("finish_reason")) for t, c in zip(texts, choices)], usage
+        return [Completion(text=t, token_ids=i, finish_reason=c.get("finish_reason")) for t, i, c in zip(texts, ids, choices)], usage
 
     def close(self) -> None:
         self._stop.set()

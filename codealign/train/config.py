@@ -31,19 +31,54 @@ class LoraConfig(_Strict):
     enabled: bool = False
     r: int = Field(16, gt=0)
     alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="LoRA dropout. 0: PPO needs a reproducible forward pass (the first epoch's ratio is exactly 1), "
+        "so PPO refuses any other value; DPO accepts it.",
+    )
     target_modules: list[str] | str = "all-linear"
 
 
 class ModelConfig(_Strict):
-    """Which policy to start from."""
+    """Which policy to start from, and how it is stored, computed and placed."""
 
     name_or_path: str = Field(
         "tiny", description="'tiny' (offline preset: small causal LM + locally trained tokenizer), a HF hub name, or a local path."
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    gradient_checkpointing: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Storage dtype of the loaded weights. Trained weights must be float32 (fp32 master weights: AdamW "
+        "on bf16 weights drops small updates, codealign/train/precision.py); a lower dtype is accepted only for the "
+        "frozen base under LoRA adapters. For bf16 speed set mixed_precision instead.",
+    )
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no",
+        description="Compute dtype of forward/backward passes: 'bf16' = bf16 compute on fp32 master weights, fp32 "
+        "optimizer states and an fp32 EMA reference (accelerate autocast; FSDP2 MixedPrecisionPolicy when sharded). "
+        "'no' on the CPU default; the GPU presets use 'bf16'.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute layer activations in backward (policy and critic): less memory, ~1/3 more compute."
+    )
+    sharding: Literal["none", "fsdp"] = Field(
+        "none",
+        description="'none': every process holds whole models (DDP across processes). 'fsdp': policy, critic and "
+        "reference sharded over the processes with FSDP2 (needs >= 2 processes). DeepSpeed is not supported.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _trainable_in_fp32(self) -> "ModelConfig":
+        if self.dtype != "float32" and not self.lora.enabled:
+            raise ValueError(
+                f"model.dtype={self.dtype} would train the weights in {self.dtype}: AdamW updates below its resolution are "
+                f"lost (at lr 1e-6 only ~2% of bf16 weights change, and the EMA reference barely moves). Keep "
+                f"model.dtype=float32 and set model.mixed_precision=bf16 (bf16 compute, fp32 master weights); a lower "
+                f"dtype is only for the frozen base of a LoRA policy (model.lora.enabled=true)"
+            )
+        return self
 
 
 class TasksConfig(_Strict):
@@ -60,6 +95,51 @@ class TasksConfig(_Strict):
     seed: int = Field(0, description="Seed of the generated task family (which combinations are held out).")
 
 
+class VLLMConfig(_Strict):
+    """The ``vllm`` sampler during training (codealign/samplers/vllm.py, vllm_server.py). Written against the
+    vLLM API of the ``vllm`` extra's version range; it has NOT run in this repository (no GPU, no vLLM here):
+    the tests check the calls against a stand-in module."""
+
+    mode: Literal["colocate", "server"] = Field(
+        "colocate",
+        description="'colocate': one engine inside every training process (vLLM's external launcher, as TRL's colocate "
+        "mode), on the training GPUs; weights pushed in-process. 'server': sample from a running `vllm serve` on "
+        "separate GPUs and push the weights to it after each update (see server_url, weights_dir).",
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Engine dtype; the policy's fp32 master weights are cast to it when pushed."
+    )
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="colocate: share of each GPU's memory the engine may take (weights + KV cache). vLLM's default 0.9 "
+        "leaves no room for the policy, critic and reference beside it; 0.3 is TRL's colocate suggestion.",
+    )
+    max_model_len: int | None = Field(
+        None, gt=0, description="colocate: longest prompt + response, tokens (None = the model's own); lower = smaller minimum KV cache."
+    )
+    tensor_parallel_size: int = Field(
+        1,
+        gt=0,
+        description="colocate: GPUs per engine. Must divide the number of processes; the processes of a group share "
+        "one engine and sample each other's prompts together (same seed within a group).",
+    )
+    sleep: bool = Field(
+        True,
+        description="colocate: put the engine to sleep (level 1: KV cache freed, weights offloaded to CPU) after each "
+        "sampling call, and wake it before the next weight push, so the update has the GPU memory.",
+    )
+    server_url: str | None = Field(None, description="server: base URL of the vLLM server, e.g. http://10.0.0.2:8000.")
+    server_model: str | None = Field(None, description="server: the served model name (default: model.name_or_path).")
+    weights_dir: str | None = Field(
+        None,
+        description="server: a directory both the trainer and the server can read (shared filesystem); the trainer "
+        "writes the policy there as safetensors after each update and asks the server to reload from it.",
+    )
+    timeout_s: float = Field(600.0, gt=0, description="server: seconds to wait for one HTTP request (sampling or weight reload).")
+
+
 class SamplingConfig(_Strict):
     """Rollout sampling (also the evaluation's sampling unless EvalConfig overrides)."""
 
@@ -73,6 +153,14 @@ class SamplingConfig(_Strict):
         None,
         description="hf sampler: static KV cache + torch.compile (None = on for CUDA, off on CPU). Measured on an H200 with a 0.5B model: 5.6x the new tokens/s of plain generate at batch 64.",
     )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+
+    @model_validator(mode="after")
+    def _server_needs_its_address(self) -> "SamplingConfig":
+        v = self.vllm
+        if self.sampler == "vllm" and v.mode == "server" and (not v.server_url or not v.weights_dir):
+            raise ValueError("sampling.vllm.mode=server needs sampling.vllm.server_url and sampling.vllm.weights_dir")
+        return self
 
 
 class JudgeConfig(_Strict):
@@ -131,6 +219,15 @@ class PPOConfig(_Strict):
         "~128 updates; 5e-4 and above collapsed it (measured).",
     )
     critic_lr: float = Field(1e-3, gt=0, description="Paper: 5e-6. Larger for the tiny run (fresh value head).")
+    value_norm: bool = Field(
+        False,
+        description="The critic regresses returns standardised by running statistics, and its outputs are mapped back "
+        "to reward units for GAE (codealign/train/value_norm.py). ReaLHF's default; on in the GPU presets. Off in the "
+        "tiny CPU default, whose documented learning runs were made without it.",
+    )
+    value_norm_beta: float = Field(
+        0.99995, gt=0, lt=1, description="EMA rate of the return statistics (ReaLHF: 0.99995, i.e. close to the mean over the whole run)."
+    )
     weight_decay: float = 0.0
     # -- the three factors (Table 3 of the paper) --
     advantage_normalization: bool = Field(
@@ -246,6 +343,11 @@ class TrainConfig(_Strict):
     def _check(self) -> "TrainConfig":
         if any(k > self.eval.n for k in self.eval.ks):
             raise ValueError(f"eval.ks {self.eval.ks} must all be <= eval.n = {self.eval.n}")
+        if self.algo == "ppo" and self.model.lora.enabled and self.model.lora.dropout > 0:
+            raise ValueError(
+                "model.lora.dropout must be 0 for PPO: dropout makes the forward pass that produced the old "
+                "log-probs irreproducible, so the first epoch's ratio is not 1"
+            )
         return self
 
 

@@ -28,6 +28,15 @@ import torch
 from codealign.train.distributed import global_sum, no_sync, rollout_stats
 from codealign.train.losses import dpo_loss
 from codealign.train.models import copy_weights, pack, sequence_logprobs
+from codealign.train.precision import check_master_weights
+from codealign.train.sharding import (
+    clip_grad_norm,
+    full_optimizer_state,
+    full_state_dict,
+    load_full_optimizer_state,
+    load_full_state_dict,
+    prepare_models,
+)
 
 if TYPE_CHECKING:  # torch-only at run time (benchmarks/train_step.py runs where pydantic is absent)
     from codealign.problems import Problem
@@ -96,22 +105,32 @@ class DPO:
     """Owns the policy optimizer; :meth:`step` samples, pairs and updates; :meth:`end_round` moves the
     reference for DPO-Iter."""
 
-    def __init__(self, policy, ref, cfg: DPOConfig, pad_id: int, tokenizer, accelerator, seed: int = 0):
+    def __init__(self, policy, ref, cfg: DPOConfig, pad_id: int, tokenizer, accelerator, seed: int = 0, sharding: str = "none"):
         self.cfg, self.pad_id, self.tokenizer, self.acc = cfg, pad_id, tokenizer, accelerator
-        opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-        self.policy, self.opt = accelerator.prepare(policy, opt)
-        self.ref = ref.to(accelerator.device)
+        check_master_weights(policy, "policy")
+        (self.policy,), (self.ref,) = prepare_models(accelerator, [policy], [ref], sharding)  # before the optimizer
+        self.opt = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
         self.seed = seed
+        self.on_gradients: Callable[["DPO"], None] | None = None  # tests compare these across process counts
 
     @property
     def unwrapped_policy(self):
         return self.acc.unwrap_model(self.policy)
 
     def state_dict(self) -> dict:
-        return {"opt": self.opt.state_dict()}
+        """Everything a resume needs, whole fp32 tensors on the main process. Every process must call it."""
+        return {
+            "policy": full_state_dict(self.policy),
+            "ref": full_state_dict(self.ref),
+            "opt": full_optimizer_state(self.policy, self.opt),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.opt.load_state_dict(state["opt"])
+        """Inverse of :meth:`state_dict`; with several processes only the main one needs the tensors."""
+        world = self.acc.num_processes
+        load_full_state_dict(self.policy, state.get("policy", {}), world)
+        load_full_state_dict(self.ref, state.get("ref", {}), world)
+        load_full_optimizer_state(self.policy, self.opt, state.get("opt", {}), world)
 
     def sampling_model(self):
         """Whose samples become pairs: the current policy (DPO-Iter) or the fixed start policy (DPO)."""
@@ -138,6 +157,7 @@ class DPO:
             weights = [1.0] * n_local + [0.0] * (n_max - n_local)
             pairs = pairs + [filler] * (n_max - n_local)
             ref_c, ref_r = self._ref_logps(pairs)
+            self.policy.train()  # dropout is off in the weights' settings; gradient checkpointing needs train mode
             for _ in range(cfg.epochs):
                 order = torch.randperm(n_max, generator=torch.Generator().manual_seed(self.seed * 100_003 + step_index))
                 for batch_idx in order.split(cfg.batch_size):
@@ -163,7 +183,9 @@ class DPO:
                         sums["chosen"] += (st["chosen_reward"] * w).sum()
                         sums["rejected"] += (st["rejected_reward"] * w).sum()
                         sums["w"] += w.sum()
-                    grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)))
+                    if self.on_gradients is not None:
+                        self.on_gradients(self)
+                    grad_norms.append(clip_grad_norm(acc, self.policy.parameters(), cfg.max_grad_norm))
                     self.opt.step()
                     self.opt.zero_grad(set_to_none=True)
         t2 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 * policy: ``AutoModelForCausalLM`` from a HF name or local path, or the offline ``tiny`` preset
   (``codealign/train/tiny.py``), optionally wrapped with LoRA adapters (peft);
-* critic: the same base network with a scalar head (zero-initialised, so it starts predicting 0);
+* critic: the same base network with a scalar head (zero-initialised, so it starts predicting 0), in fp32;
 * reference: a frozen copy of the policy, moved by :func:`ema_update` (PPO factor 3) or replaced by
   :func:`copy_weights` (DPO-Iter: the previous round's model).
 
@@ -21,6 +21,7 @@ from torch import nn
 if TYPE_CHECKING:
     from codealign.train.config import LoraConfig, ModelConfig
 from codealign.train.losses import entropy_from_logits, token_logprobs
+from codealign.train.value_norm import RunningMoments
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -56,33 +57,69 @@ def add_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     return get_peft_model(model, peft_cfg)
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off in the model's own settings (not through eval mode, which would also turn off
+    gradient checkpointing): every ``nn.Dropout`` gets p = 0, and so do the dropout probabilities HF
+    attention layers keep as plain floats and the config. PPO needs it: the forward pass that made the
+    old log-probs must be reproducible, so the first epoch's ratio is exactly 1."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        for attr in ("attention_dropout", "dropout", "attn_dropout", "resid_dropout", "hidden_dropout"):
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, 0.0)
+        config = getattr(m, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            for key, value in config.to_dict().items():
+                if isinstance(value, float) and ("dropout" in key or "pdrop" in key):
+                    setattr(config, key, 0.0)
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Gradient checkpointing: layer activations are recomputed in backward instead of kept. Active in
+    training mode only (transformers' rule), which is why the trainers train in ``train()`` mode with
+    dropout off. Non-reentrant checkpointing, so frozen inputs (LoRA, the critic's embeddings) and FSDP
+    work without extra hooks."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def prepare_policy(model: nn.Module, cfg: ModelConfig) -> nn.Module:
-    """Gradient checkpointing and LoRA as configured; dropout off (PPO's ratio must be 1 at the first
-    epoch, so the forward pass that produced the old log-probs must be reproducible)."""
+    """The policy as it trains: dropout off, gradient checkpointing and LoRA as configured, train mode."""
+    disable_dropout(model)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora)
-    model.eval()
+    model.train()
     return model
 
 
 class ValueModel(nn.Module):
-    """Critic: a copy of the policy's base network with a scalar head on the last hidden state."""
+    """Critic: a copy of the policy's base network with a scalar head on the last hidden state.
 
-    def __init__(self, causal_lm: nn.Module):
+    Trained, so always fp32 (master weights; bf16 compute comes from mixed precision), dropout off,
+    gradient checkpointing when asked. ``value_norm`` (PPO's ``value_norm`` option) is the running
+    statistics of the returns the critic regresses; kept here so that it travels with the critic's
+    state dict (checkpoints, broadcasts)."""
+
+    def __init__(self, causal_lm: nn.Module, gradient_checkpointing: bool = False, value_norm: RunningMoments | None = None):
         super().__init__()
-        self.backbone = copy.deepcopy(causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm).base_model
+        base = causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm
+        self.backbone = copy.deepcopy(base.base_model).float()
         self.backbone.requires_grad_(True)
-        hidden = self.backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1)
+        disable_dropout(self.backbone)
+        if gradient_checkpointing:
+            enable_checkpointing(self.backbone)
+        self.head = nn.Linear(self.backbone.config.hidden_size, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.head.to(next(self.backbone.parameters()).dtype)
+        self.value_norm = value_norm
+        self.train()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Values (B, T-1) in the log-prob layout: position t values the state that emits token t+1."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Values (B, T-1) in the log-prob layout: position t values the state that emits token t+1
+        (normalised units when ``value_norm`` is on)."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return self.head(hidden).squeeze(-1)[:, :-1].float()
 
 
@@ -99,13 +136,17 @@ def ema_update(ref: nn.Module, policy: nn.Module, eta: float) -> None:
     """PPO factor 3: ``ref = (1 - eta) * ref + eta * policy``, parameter by parameter (matched by name)."""
     pol = dict(policy.named_parameters())
     for name, p_ref in ref.named_parameters():
-        p_ref.mul_(1.0 - eta).add_(pol[name].detach().to(p_ref.dtype), alpha=eta)
+        if pol[name].requires_grad:  # a frozen weight (LoRA's base) equals the policy's already
+            p_ref.mul_(1.0 - eta).add_(pol[name].detach().to(p_ref.dtype), alpha=eta)
 
 
 @torch.no_grad()
 def copy_weights(dst: nn.Module, src: nn.Module) -> None:
-    """``dst`` <- ``src`` (DPO-Iter: the reference becomes the previous round's policy)."""
-    dst.load_state_dict(src.state_dict())
+    """``dst`` <- ``src`` parameter by parameter, matched by name (DPO-Iter: the reference becomes the
+    previous round's policy). Shard by shard when both are sharded alike (FSDP)."""
+    src_params = dict(src.named_parameters())
+    for name, p in dst.named_parameters():
+        p.copy_(src_params[name].detach())
 
 
 @dataclass
@@ -145,7 +186,7 @@ def pack(
 
 def logprobs(model: nn.Module, batch: PackedBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs (B, T-1) of the batch's tokens under ``model`` (and entropies if asked)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
     lp = token_logprobs(logits, batch.labels)
     ent = entropy_from_logits(logits) if with_entropy else None
     return lp, ent

@@ -25,6 +25,16 @@ import torch
 from codealign.train import losses as L
 from codealign.train.distributed import global_sum, no_sync, rollout_stats
 from codealign.train.models import PackedBatch, ema_update, logprobs, pack
+from codealign.train.precision import check_master_weights
+from codealign.train.sharding import (
+    clip_grad_norm,
+    full_optimizer_state,
+    full_state_dict,
+    load_full_optimizer_state,
+    load_full_state_dict,
+    prepare_models,
+    unwrap,
+)
 
 if TYPE_CHECKING:  # torch-only at run time, so benchmarks/train_step.py runs where pydantic is absent
     from codealign.train.config import PPOConfig
@@ -35,14 +45,17 @@ if TYPE_CHECKING:  # torch-only at run time, so benchmarks/train_step.py runs wh
 class PPO:
     """Owns the actor/critic optimizers; :meth:`step` runs one PPO iteration on fresh rollouts."""
 
-    def __init__(self, policy, critic: "ValueModel", ref, cfg: "PPOConfig", pad_id: int, accelerator):
+    def __init__(self, policy, critic: "ValueModel", ref, cfg: "PPOConfig", pad_id: int, accelerator, sharding: str = "none"):
         self.cfg, self.pad_id, self.acc = cfg, pad_id, accelerator
-        actor_opt = torch.optim.AdamW(
-            [p for p in policy.parameters() if p.requires_grad], lr=cfg.actor_lr, weight_decay=cfg.weight_decay
+        check_master_weights(policy, "policy")
+        check_master_weights(critic, "critic")
+        # placed (DDP + autocast, or FSDP2 shards) before the optimizers, which hold the fp32 master weights
+        (self.policy, self.critic), (self.ref,) = prepare_models(accelerator, [policy, critic], [ref], sharding)
+        self.actor_opt = torch.optim.AdamW(
+            [p for p in self.policy.parameters() if p.requires_grad], lr=cfg.actor_lr, weight_decay=cfg.weight_decay
         )
-        critic_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
-        self.policy, self.critic, self.actor_opt, self.critic_opt = accelerator.prepare(policy, critic, actor_opt, critic_opt)
-        self.ref = ref.to(accelerator.device)
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+        self.value_norm = unwrap(self.critic).value_norm  # running return statistics, or None
         self.on_gradients: Callable[["PPO"], None] | None = None
 
     @property
@@ -50,11 +63,22 @@ class PPO:
         return self.acc.unwrap_model(self.policy)
 
     def state_dict(self) -> dict:
-        return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()}
+        """Everything a resume needs, whole fp32 tensors on the main process. Every process must call it."""
+        return {
+            "policy": full_state_dict(self.policy),
+            "ref": full_state_dict(self.ref),
+            "critic": full_state_dict(self.critic),
+            "actor_opt": full_optimizer_state(self.policy, self.actor_opt),
+            "critic_opt": full_optimizer_state(self.critic, self.critic_opt),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        """Inverse of :meth:`state_dict`; with several processes only the main one needs the tensors."""
+        world = self.acc.num_processes
+        for name in ("policy", "ref", "critic"):
+            load_full_state_dict(getattr(self, name), state.get(name, {}), world)
+        load_full_optimizer_state(self.policy, self.actor_opt, state.get("actor_opt", {}), world)
+        load_full_optimizer_state(self.critic, self.critic_opt, state.get("critic_opt", {}), world)
 
     def step(self, problems: Sequence, collect: Callable[[Sequence], list["Rollout"]]) -> dict[str, float]:
         cfg, acc = self.cfg, self.acc
@@ -70,6 +94,9 @@ class PPO:
         score = torch.tensor([r.reward for r in rollouts], dtype=torch.float32, device=acc.device)
 
         # 2. rewards: execution score at the end, per-token KL penalty everywhere -------------------
+        # train mode (dropout is off in the weights' settings): gradient checkpointing acts only in it
+        self.policy.train()
+        self.critic.train()
         with torch.no_grad():
             old_logp = self._chunked(lambda b: logprobs(self.policy, b)[0], batch)
             ref_logp = self._chunked(lambda b: logprobs(self.ref, b)[0], batch)
@@ -77,8 +104,13 @@ class PPO:
         mask = batch.mask
         rewards, kl = L.shaped_rewards(score, old_logp, ref_logp, mask, cfg.beta, cfg.reward_clip, cfg.kl_estimator)
 
-        # 3. GAE ---------------------------------------------------------------------------------------
-        adv, returns = L.gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
+        # 3. GAE (in reward units: a normalising critic's outputs are mapped back first) ------------------
+        values = old_values if self.value_norm is None else self.value_norm.denormalize(old_values)
+        adv, returns = L.gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
+        targets = returns  # what the critic regresses
+        if self.value_norm is not None:
+            self.value_norm.update(returns, mask, sum_all=lambda t: global_sum(acc, t))
+            targets = self.value_norm.normalize(returns) * mask
 
         # 4. factor 1: normalize advantages over every valid token of the (global) batch ---------------
         if cfg.advantage_normalization:
@@ -89,7 +121,6 @@ class PPO:
         grad_norms = []
         B = len(rollouts)
         n_mb = max(1, min(cfg.n_minibatches, B))
-        self.policy.train(False)  # no dropout: the first epoch's ratio must be exactly 1
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, device=acc.device)
             for mb_idx in perm.tensor_split(n_mb):  # exactly n_mb (chunk can make fewer)
@@ -105,8 +136,8 @@ class PPO:
                         pg_sum, pg_stats = L.ppo_policy_loss(new_logp, old_logp[idx], adv[idx], m, cfg.ratio_clip)
                         acc.backward(pg_sum * scale)
                     with no_sync(acc, self.critic, sync):
-                        values = self.critic(mb.input_ids, mb.attention_mask)
-                        vf_sum, vf_stats = L.value_loss(values, old_values[idx], returns[idx], m, cfg.value_clip)
+                        new_values = self.critic(mb.input_ids, mb.attention_mask)
+                        vf_sum, vf_stats = L.value_loss(new_values, old_values[idx], targets[idx], m, cfg.value_clip)
                         acc.backward(vf_sum * scale)
                     sums["pg"] += pg_sum.detach()
                     sums["vf"] += vf_sum.detach()
@@ -117,8 +148,8 @@ class PPO:
                     sums["tokens"] += m.sum()
                 if self.on_gradients is not None:  # tests compare these across process counts
                     self.on_gradients(self)
-                grad_norms.append(float(acc.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)))
-                acc.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+                grad_norms.append(clip_grad_norm(acc, self.policy.parameters(), cfg.max_grad_norm))
+                clip_grad_norm(acc, self.critic.parameters(), cfg.max_grad_norm)
                 self.actor_opt.step()
                 self.critic_opt.step()
                 self.actor_opt.zero_grad(set_to_none=True)
@@ -145,7 +176,7 @@ class PPO:
                 "entropy": tot["entropy"] / ntok,
                 "grad_norm": sum(grad_norms) / len(grad_norms),
                 "adv_abs_mean": float(L.masked_mean(adv.abs(), mask)),
-                "value_mean": float(L.masked_mean(old_values, mask)),
+                "value_mean": float(L.masked_mean(values, mask)),  # reward units
                 "rollout_s": t_rollout - t0,  # sampling + judging (the round loop splits it: gen_s, judge_s)
                 "update_s": t_end - t_rollout,
                 "update_tokens_per_s": tot["tokens"] / max(t_end - t_rollout, 1e-9),

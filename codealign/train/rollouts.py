@@ -52,8 +52,9 @@ class Timings:
 
 class PolicySampler:
     """Samples with a given model. ``hf``: a :class:`codealign.samplers.hf.HFSampler` on the live model
-    object each call. ``vllm``: one engine, whose weights :meth:`sync` replaces with the model's
-    (``VLLMSampler.load_weights``); call it whenever the sampling model changed (each round/step)."""
+    object each call (a sharded model is gathered for the call). ``vllm``: one engine (colocated, or a
+    server), whose weights :meth:`sync` replaces with the model's; call it whenever the sampling model
+    changed (each step, and before each evaluation)."""
 
     def __init__(self, cfg: SamplingConfig, tokenizer, engine: Any = None):
         self.cfg, self.tokenizer, self.engine = cfg, tokenizer, engine
@@ -61,25 +62,56 @@ class PolicySampler:
             raise ValueError("sampling.sampler = 'vllm' needs an engine (codealign.samplers.vllm.VLLMSampler)")
 
     def sync(self, model) -> None:
-        """Push ``model``'s weights into the vLLM engine (no-op for ``hf``, which samples the live model)."""
+        """Push ``model``'s weights into the vLLM engine: whole tensors (gathered when sharded; every
+        process must call this), HF names, LoRA merged, cast to the engine's dtype. No-op for ``hf``."""
         if self.engine is not None:
-            model = getattr(model, "module", model)  # DDP/accelerate wrapper
-            if hasattr(model, "merge_and_unload"):  # LoRA: the engine serves merged weights
-                import copy
+            import torch
 
-                model = copy.deepcopy(model).merge_and_unload()
-            self.engine.load_weights((name, p.detach()) for name, p in model.state_dict().items())
+            from codealign.train.sharding import iter_full_tensors
+
+            dtype = getattr(torch, self.engine.dtype) if isinstance(getattr(self.engine, "dtype", None), str) else None
+            with torch.no_grad():
+                self.engine.load_weights(iter_full_tensors(model, dtype=dtype))
 
     def sample(self, model, prompts: Sequence[str], n: int, params: SamplingParams):
         if self.engine is not None:
             return self.engine.sample(prompts, n, params)
         from codealign.samplers.hf import HFSampler
+        from codealign.train.sharding import gathered, unwrap
 
-        model = getattr(model, "module", model)
+        model = unwrap(model)
         static = self.cfg.static_cache
         if static is None:
             static = next(model.parameters()).device.type == "cuda"
-        return HFSampler(model, self.tokenizer, batch_size=self.cfg.batch_size, static_cache=static).sample(prompts, n, params)
+        with gathered(model):  # collective when sharded: every process samples, even with no prompts
+            return HFSampler(model, self.tokenizer, batch_size=self.cfg.batch_size, static_cache=static).sample(prompts, n, params)
+
+
+def build_engine(cfg: SamplingConfig, model_name: str, acc, seed: int):
+    """The vLLM engine of ``sampling.vllm`` for this process (None for ``hf``). Not run here (no GPU)."""
+    if cfg.sampler != "vllm":
+        return None
+    v = cfg.vllm
+    if v.mode == "server":
+        from codealign.samplers.vllm_server import VLLMServerSampler
+
+        return VLLMServerSampler(v.server_url, v.server_model or model_name, v.weights_dir, dtype=v.dtype,
+                                 is_writer=acc.is_main_process, barrier=acc.wait_for_everyone, timeout_s=v.timeout_s)
+    from codealign.samplers.vllm import VLLMSampler
+
+    tp_group = None
+    if v.tensor_parallel_size > 1:  # processes [k*tp, (k+1)*tp) share engine k
+        import torch.distributed as dist
+
+        tp = v.tensor_parallel_size
+        tp_group, _ = dist.new_subgroups_by_enumeration([list(range(i, i + tp)) for i in range(0, acc.num_processes, tp)])
+    engine = VLLMSampler.colocated(
+        model_name, rank=acc.process_index, local_rank=acc.local_process_index, world=acc.num_processes, seed=seed,
+        tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
+        max_model_len=v.max_model_len, dtype=v.dtype, sleep=v.sleep, tp_group=tp_group,
+    )
+    acc.wait_for_everyone()
+    return engine
 
 
 class Judge:

@@ -153,9 +153,10 @@ def load_tasks(cfg: TrainConfig):
     return train, heldout
 
 
-def initial_policy(cfg: TrainConfig, train_problems, log=print):
+def initial_policy(cfg: TrainConfig, train_problems, log=print, device="cpu"):
     """(policy, tokenizer) before round 0: the tiny preset or a pretrained model, warm-started by SFT
-    on the training problems' reference solutions when ``sft.steps > 0``."""
+    on the training problems' reference solutions when ``sft.steps > 0``. A pretrained model is moved to
+    ``device`` first, so its SFT runs there (unsharded, on every process: for models that fit one device)."""
     from codealign.prompts import build_prompt
     from codealign.train.models import load_pretrained
     from codealign.train.sft import format_response, sft, warm_start_tiny
@@ -163,12 +164,13 @@ def initial_policy(cfg: TrainConfig, train_problems, log=print):
     if cfg.model.name_or_path == "tiny":
         return warm_start_tiny(train_problems, build_prompt, seed=cfg.seed, sft=cfg.sft, log=log)
     model, tokenizer = load_pretrained(cfg.model.name_or_path, cfg.model.dtype)
+    model.to(device)
     if cfg.sft.steps > 0:
         with_solution = [p for p in train_problems if p.solutions.get("python")]
         prompts = [build_prompt(p, tokenizer) for p in with_solution]
         responses = [format_response(p.solutions["python"][0]) for p in with_solution]
         log(f"warm start: SFT for {cfg.sft.steps} steps on {len(prompts)} reference solutions")
-        model = sft(model, tokenizer, prompts, responses, cfg.sft)
+        model = sft(model, tokenizer, prompts, responses, cfg.sft, mixed_precision=cfg.model.mixed_precision)
     return model, tokenizer
 
 
@@ -195,14 +197,13 @@ def evaluate(policy, eval_problems, collector, cfg: TrainConfig, acc, round_inde
         seed=cfg.seed * 7919 + 17 + acc.process_index,
     )
     shard = eval_problems[acc.process_index :: acc.num_processes]
-    counts: list[tuple[int, int]] = []
     t0 = time.perf_counter()
-    if shard:
-        rollouts = collector(shard, policy, n=ev.n, params=params)
-        by_problem: dict[str, list] = {}
-        for r in rollouts:
-            by_problem.setdefault(r.problem_id, []).append(r)
-        counts = [(len(v), sum(r.passed for r in v)) for v in by_problem.values()]
+    # every process samples, even with an empty shard: a sharded policy is gathered collectively
+    rollouts = collector(shard, policy, n=ev.n, params=params)
+    by_problem: dict[str, list] = {}
+    for r in rollouts:
+        by_problem.setdefault(r.problem_id, []).append(r)
+    counts = [(len(v), sum(r.passed for r in v)) for v in by_problem.values()]
     counts = gather_object(counts) if acc.num_processes > 1 else counts
     pk = mean_pass_at_k(counts, ev.ks)
     row = {f"eval_pass@{k}": float(v) for k, v in sorted(pk.items())}
@@ -278,9 +279,10 @@ def start_run(cfg: TrainConfig, resume: bool) -> Run:
 
     from codealign.samplers.base import SamplingParams
     from codealign.train.models import resolve_device
-    from codealign.train.rollouts import Collector, Judge, PolicySampler
+    from codealign.train.rollouts import Collector, Judge, PolicySampler, build_engine
 
-    acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    # mixed precision: bf16 compute, fp32 master weights (codealign/train/precision.py)
+    acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu", mixed_precision=cfg.model.mixed_precision)
     if acc.is_main_process:
         cfg = prepare_out_dir(cfg, resume)
     acc.wait_for_everyone()
@@ -300,12 +302,8 @@ def start_run(cfg: TrainConfig, resume: bool) -> Run:
     say = print if acc.is_main_process else (lambda *a, **k: None)
     trainer, tokenizer = build_trainer(cfg, acc, out, train_problems, ckpt, say)
 
-    engine = None
-    if cfg.sampling.sampler == "vllm":
-        from codealign.samplers.vllm import VLLMSampler
-
-        # the engine starts from the hub weights; sync() pushes the policy's before every sampling
-        engine = VLLMSampler(cfg.model.name_or_path, seed=cfg.seed, dtype=cfg.model.dtype)
+    # vLLM: colocated engine or server; its weights are replaced by the policy's before every sampling
+    engine = build_engine(cfg.sampling, cfg.model.name_or_path, acc, cfg.seed)
     sampler = PolicySampler(cfg.sampling, tokenizer, engine)
     judge = Judge(cfg.judge, stop_on_first_failure=not cfg.reward.partial_credit)
     params = SamplingParams(
@@ -326,40 +324,49 @@ def build_trainer(cfg: TrainConfig, acc, out: Path, train_problems: list, ckpt: 
     """(trainer, tokenizer): the policy of round 0 (built and warm-started, or reloaded from
     ``out/start_policy`` on resume), its critic and reference, the algorithm's trainer, and on resume
     every state from checkpoint ``ckpt``."""
-    import torch
-
     from codealign.train.models import ValueModel, load_pretrained, make_reference, prepare_policy
+    from codealign.train.value_norm import RunningMoments
 
     start_dir = out / "start_policy"  # the policy of round 0 (after SFT); every resume rebuilds from it
     if ckpt is not None:
         policy, tokenizer = load_pretrained(str(start_dir), cfg.model.dtype)
     else:
-        policy, tokenizer = initial_policy(cfg, train_problems, log=say)
+        policy, tokenizer = initial_policy(cfg, train_problems, log=say, device=acc.device)
         if acc.is_main_process:
             policy.save_pretrained(start_dir)
             tokenizer.save_pretrained(start_dir)
     policy.to(acc.device)
-    critic = ValueModel(policy) if cfg.algo == "ppo" else None
+    critic = None
+    if cfg.algo == "ppo":  # built from the base network before LoRA wraps it; checkpointed like the policy
+        value_norm = RunningMoments(beta=cfg.ppo.value_norm_beta) if cfg.ppo.value_norm else None
+        critic = ValueModel(policy, gradient_checkpointing=cfg.model.gradient_checkpointing, value_norm=value_norm)
     policy = prepare_policy(policy, cfg.model)
     ref = make_reference(policy)
-    if ckpt is not None:
-        policy.load_state_dict(torch.load(ckpt / "policy.pt", map_location="cpu"))
-        ref.load_state_dict(torch.load(ckpt / "ref.pt", map_location="cpu"))
-        if critic is not None:
-            critic.load_state_dict(torch.load(ckpt / "critic.pt", map_location="cpu"))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if cfg.algo == "ppo":
         from codealign.train.ppo import PPO
 
-        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc)
+        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc, sharding=cfg.model.sharding)
     else:
         from codealign.train.dpo import DPO
 
-        trainer = DPO(policy, ref, cfg.dpo, pad_id, tokenizer, acc, seed=cfg.seed)
+        trainer = DPO(policy, ref, cfg.dpo, pad_id, tokenizer, acc, seed=cfg.seed, sharding=cfg.model.sharding)
     if ckpt is not None:
-        trainer.load_state_dict(torch.load(ckpt / "optim.pt", map_location="cpu"))
+        trainer.load_state_dict(read_checkpoint(ckpt) if acc.is_main_process else {})
     return trainer, tokenizer
+
+
+MODEL_FILES = ("policy", "ref", "critic")  # one file each in a checkpoint; the optimizer states go to optim.pt
+
+
+def read_checkpoint(ckpt: Path) -> dict:
+    """The trainer state saved in ``ckpt`` (see :func:`save_checkpoint`), on CPU."""
+    import torch
+
+    state = {name: torch.load(ckpt / f"{name}.pt", map_location="cpu") for name in MODEL_FILES if (ckpt / f"{name}.pt").exists()}
+    state.update(torch.load(ckpt / "optim.pt", map_location="cpu"))
+    return state
 
 
 def save_checkpoint(run: Run, round_index: int) -> None:
@@ -369,16 +376,16 @@ def save_checkpoint(run: Run, round_index: int) -> None:
 
     acc, cfg, trainer = run.acc, run.cfg, run.trainer
     acc.wait_for_everyone()
+    state = trainer.state_dict()  # every process takes part (sharded models are gathered); fp32, on the main one
     if run.main:
         root = run.out / CHECKPOINTS
         final, tmp = root / f"round_{round_index:04d}", root / f".tmp_round_{round_index:04d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save(acc.unwrap_model(trainer.policy).state_dict(), tmp / "policy.pt")
-        torch.save(trainer.ref.state_dict(), tmp / "ref.pt")
-        if cfg.algo == "ppo":
-            torch.save(acc.unwrap_model(trainer.critic).state_dict(), tmp / "critic.pt")
-        torch.save(trainer.state_dict(), tmp / "optim.pt")
+        for name in MODEL_FILES:
+            if name in state:
+                torch.save(state.pop(name), tmp / f"{name}.pt")
+        torch.save(state, tmp / "optim.pt")
         # state.json last: its presence marks the directory complete
         (tmp / "state.json").write_text(json.dumps({
             "round": round_index, "step": run.step, "metrics_bytes": run.log.tell(),
@@ -452,17 +459,20 @@ def train_round(run: Run, round_index: int) -> None:
 
 
 def finish(run: Run) -> None:
-    """Save the final policy (LoRA merged) to ``out/policy``, plot, close the log and the judge."""
-    if run.main:
-        policy = run.acc.unwrap_model(run.trainer.policy)
-        if hasattr(policy, "merge_and_unload"):
-            import copy
+    """Save the final policy (LoRA merged, fp32) to ``out/policy``, plot, close the log and the judge."""
+    from codealign.train.sharding import iter_full_tensors
 
-            policy = copy.deepcopy(policy).merge_and_unload()
+    policy = run.acc.unwrap_model(run.trainer.policy)
+    weights = {}
+    for name, t in iter_full_tensors(policy):  # every process takes part (a sharded policy is gathered)
+        if run.main:
+            weights[name] = t.cpu()
+    if run.main:
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         # Servers that follow the generation config (`transformers serve`) sample only when it says so;
         # codealign's own samplers always set do_sample themselves.
-        policy.generation_config.do_sample = True
-        policy.save_pretrained(run.out / "policy")
+        base.generation_config.do_sample = True
+        base.save_pretrained(run.out / "policy", state_dict=weights)
         run.tokenizer.save_pretrained(run.out / "policy")
         if run.cfg.log.plot:
             plot_curves(run.out)

@@ -51,11 +51,13 @@ def _encode(tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> list
 
 
 def sft(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], config: SFTConfig | None = None,
-        log: Callable[[dict], None] | None = None):
-    """Fine-tune ``model`` in place on (prompt, response) pairs; return it in eval mode.
+        log: Callable[[dict], None] | None = None, mixed_precision: str = "no"):
+    """Fine-tune ``model`` in place on (prompt, response) pairs, on the device it is on; return it in
+    eval mode.
 
     ``responses`` are full completions without EOS (EOS is appended as a target). ``log`` receives
-    ``{"sft_step", "sft_loss", "sft_lr"}`` every 10 steps.
+    ``{"sft_step", "sft_loss", "sft_lr"}`` every 10 steps. ``mixed_precision="bf16"``: bf16 compute on the
+    model's fp32 weights (see codealign/train/precision.py).
     """
     import math
 
@@ -74,6 +76,11 @@ def sft(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], conf
         frac = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
+    from codealign.train.precision import check_master_weights, compute_dtype
+
+    check_master_weights(model, "SFT model")
+    device = next(model.parameters()).device
+    dtype = compute_dtype(mixed_precision)
     model.train()
     order: list[int] = []
     for step in range(config.steps):
@@ -93,7 +100,8 @@ def sft(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], conf
             mask[row, : len(x)] = 1
         for group in optim.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
