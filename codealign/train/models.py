@@ -133,11 +133,14 @@ def make_reference(policy: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(ref: nn.Module, policy: nn.Module, eta: float) -> None:
-    """PPO factor 3: ``ref = (1 - eta) * ref + eta * policy``, parameter by parameter (matched by name)."""
+    """PPO factor 3: ``ref = (1 - eta) * ref + eta * policy``, parameter by parameter (matched by name),
+    in the reference's dtype (fp32: see codealign/train/precision.py)."""
     pol = dict(policy.named_parameters())
     for name, p_ref in ref.named_parameters():
         if pol[name].requires_grad:  # a frozen weight (LoRA's base) equals the policy's already
-            p_ref.mul_(1.0 - eta).add_(pol[name].detach().to(p_ref.dtype), alpha=eta)
+            # ref + eta (policy - ref): the small increment is formed exactly and rounded once (at lr 1e-6 it
+            # is a few fp32 steps of the weight; (1 - eta) ref + eta policy would round twice at full size)
+            p_ref.lerp_(pol[name].detach().to(p_ref.dtype), eta)
 
 
 @torch.no_grad()

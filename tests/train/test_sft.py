@@ -75,3 +75,38 @@ def test_warm_start_without_reference_solutions_is_a_clear_error(tmp_path):
     bare = [p.model_copy(update={"solutions": {}}) for p in _problems(2)]
     with pytest.raises(ValueError, match="reference solution"):
         warm_start_tiny(bare, lambda p: p.statement, cache_dir=tmp_path, sft=SFTConfig(steps=1), tiny=SMALL)
+
+
+def test_a_hub_models_warm_start_runs_on_the_run_device(tmp_path, monkeypatch):
+    """``initial_policy`` moves a pretrained model to the run's device before its SFT (it used to train on
+    CPU and move afterwards). No second device here, so the SFT is a recorder and the device ``meta``."""
+    import codealign.train.sft as sft_module
+    from codealign.train.config import TrainConfig
+    from codealign.train.rounds import initial_policy
+    from codealign.train.tiny import build_tiny
+
+    problems = _problems(4)
+    path = build_tiny([p.statement for p in problems] + [p.solutions["python"][0] for p in problems], config=SMALL,
+                      cache_dir=tmp_path)
+    seen = {}
+
+    def recorder(model, tokenizer, prompts, responses, config, mixed_precision="no"):
+        seen.update(device=next(model.parameters()).device, n=len(prompts), mixed=mixed_precision)
+        return model
+
+    monkeypatch.setattr(sft_module, "sft", recorder)
+    cfg = TrainConfig(model={"name_or_path": str(path), "mixed_precision": "bf16"}, sft={"steps": 1})
+    model, _ = initial_policy(cfg, problems, log=lambda *a: None, device=torch.device("meta"))
+    assert seen == {"device": torch.device("meta"), "n": 4, "mixed": "bf16"}
+    assert next(model.parameters()).device.type == "meta"
+
+
+def test_sft_in_bf16_computes_in_bf16_on_fp32_weights(tmp_path):
+    prompts, responses = zip(*PAIRS)
+    model, tok = load_tiny(list(prompts) + list(responses), config=SMALL, cache_dir=tmp_path)
+    dtypes = set()
+    model.lm_head.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+    start = model.lm_head.weight.detach().clone()
+    sft(model, tok, prompts, responses, SFTConfig(steps=2, batch_size=3, lr=1e-6, warmup_steps=0), mixed_precision="bf16")
+    assert dtypes == {torch.bfloat16} and model.lm_head.weight.dtype == torch.float32
+    assert float((model.lm_head.weight != start).float().mean()) > 0.9  # a 1e-6 step still lands in fp32

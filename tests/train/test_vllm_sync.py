@@ -1,9 +1,9 @@
 """Pushing the policy's weights into a vLLM engine each round.
 
-vLLM cannot run on these machines (no GPU), so the engine here is a stand-in with the two methods the
-trainer calls on ``codealign.samplers.vllm.VLLMSampler``: ``load_weights(named_tensors)`` and
-``sample(prompts, n, params)``. What is tested is the trainer's side: which tensors it sends, under
-which names, and that sampling then goes through the engine.
+vLLM cannot run on these machines (no GPU), so the engine here is a stand-in with what the trainer uses
+of ``codealign.samplers.vllm.VLLMSampler``: ``dtype``, ``load_weights(named_tensors)`` and
+``sample(prompts, n, params)``. What is tested is the trainer's side: which tensors it sends (whole, in
+the engine's dtype), under which names, and that sampling then goes through the engine.
 """
 
 import sys
@@ -20,7 +20,8 @@ from _helpers import tiny_lm  # noqa: E402
 
 
 class StandInEngine:
-    def __init__(self):
+    def __init__(self, dtype=None):
+        self.dtype = dtype
         self.loaded = []
         self.sampled = []
 
@@ -67,3 +68,13 @@ def test_vllm_without_an_engine_is_a_clear_error():
 
     with pytest.raises(ValueError, match="engine"):
         PolicySampler(SamplingConfig(sampler="vllm"), tokenizer=None)
+
+
+def test_sync_sends_fp32_master_weights_cast_to_the_engine_dtype():
+    model = tiny_lm()
+    engine = StandInEngine(dtype="bfloat16")
+    PolicySampler(SamplingConfig(sampler="vllm"), tokenizer=None, engine=engine).sync(model)
+    pushed = engine.loaded[0]
+    assert {t.dtype for t in pushed.values()} == {torch.bfloat16}
+    assert all(torch.equal(pushed[k], v.to(torch.bfloat16)) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32  # the master weights are untouched
