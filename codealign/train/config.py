@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from codealign.train.sft import SFTConfig  # the warm start's settings live with the warm start
 
@@ -68,6 +68,11 @@ class ModelConfig(_Strict):
         "reference sharded over the processes with FSDP2 (needs >= 2 processes). DeepSpeed is not supported.",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` as false
 
     @model_validator(mode="after")
     def _trainable_in_fp32(self) -> "ModelConfig":

@@ -110,6 +110,7 @@ class DPO:
         check_master_weights(policy, "policy")
         (self.policy,), (self.ref,) = prepare_models(accelerator, [policy], [ref], sharding)  # before the optimizer
         self.opt = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+        self.policy.zero_grad(set_to_none=True)  # a gradient left by whoever built the model stays out of the first update
         self.seed = seed
         self.on_gradients: Callable[["DPO"], None] | None = None  # tests compare these across process counts
 

@@ -55,6 +55,8 @@ class PPO:
             [p for p in self.policy.parameters() if p.requires_grad], lr=cfg.actor_lr, weight_decay=cfg.weight_decay
         )
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+        for model in (self.policy, self.critic):
+            model.zero_grad(set_to_none=True)  # a gradient left by whoever built the model stays out of the first update
         self.value_norm = unwrap(self.critic).value_norm  # running return statistics, or None
         self.on_gradients: Callable[["PPO"], None] | None = None
 

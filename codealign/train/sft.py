@@ -108,6 +108,7 @@ def sft(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], conf
         optim.step()
         if log is not None and (step % 10 == 0 or step == config.steps - 1):
             log({"sft_step": step, "sft_loss": loss.item(), "sft_lr": lr_at(step)})
+    optim.zero_grad(set_to_none=True)  # the last batch's gradient must not reach whatever trains next
     model.eval()
     return model
 

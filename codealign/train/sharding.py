@@ -137,16 +137,26 @@ def load_full_state_dict(model: nn.Module, state: dict, world: int) -> None:
 
 
 def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """The optimizer's state keyed by parameter names, whole tensors on the main process. Collective."""
+    """The optimizer's state keyed by parameter names, whole tensors on the main process; ``{}`` before
+    its first step. Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
+    if not opt.state:  # (torch's API would first run a zero-lr step, which counts in AdamW's bias correction)
+        return {}
     return get_optimizer_state_dict(unwrap(model), opt, options=StateDictOptions(**_FULL))
 
 
 def load_full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict, world: int) -> None:
+    """Load a :func:`full_optimizer_state` (only the main process needs it); an empty one leaves the
+    optimizer fresh. Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(unwrap(model), opt, _containers(state), options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=world > 1))
+    saved = [bool(state)]
+    if world > 1:
+        torch.distributed.broadcast_object_list(saved, src=0)
+    if saved[0]:
+        set_optimizer_state_dict(unwrap(model), opt, _containers(state),
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=world > 1))
 
 
 def _containers(state):

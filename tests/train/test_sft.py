@@ -110,3 +110,12 @@ def test_sft_in_bf16_computes_in_bf16_on_fp32_weights(tmp_path):
     sft(model, tok, prompts, responses, SFTConfig(steps=2, batch_size=3, lr=1e-6, warmup_steps=0), mixed_precision="bf16")
     assert dtypes == {torch.bfloat16} and model.lm_head.weight.dtype == torch.float32
     assert float((model.lm_head.weight != start).float().mean()) > 0.9  # a 1e-6 step still lands in fp32
+
+
+def test_sft_leaves_no_gradient_behind(tmp_path):
+    """Its last batch's gradient once leaked into the first RL update of a run that warm-started in-process
+    (a cached warm start has none), so a run and its resume diverged."""
+    prompts, responses = zip(*PAIRS)
+    model, tok = load_tiny(list(prompts) + list(responses), config=SMALL, cache_dir=tmp_path)
+    sft(model, tok, prompts, responses, SFTConfig(steps=2, batch_size=3, warmup_steps=0))
+    assert all(p.grad is None for p in model.parameters())
