@@ -32,3 +32,12 @@ def cpu_accelerator():
     from accelerate import Accelerator
 
     return Accelerator(cpu=True)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for torch.distributed.run's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

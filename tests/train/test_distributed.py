@@ -15,15 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _helpers import free_port  # noqa: E402
+
 WORKER = Path(__file__).parent / "_ddp_worker.py"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(out: Path, sharding: str, mixed: str, processes: int) -> dict:
