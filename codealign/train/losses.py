@@ -43,10 +43,14 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy (nats) of the categorical distribution given by ``logits`` (B, T, V)."""
+def logprobs_and_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_logprobs` and the per-position entropy (nats), from one log-softmax over ``logits``
+    (B, T, V). The entropy is a statistic: computed without gradient, so no (B, T, V) graph is kept for it."""
     logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    lp = torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        ent = -(logp.exp() * logp).sum(-1)
+    return lp, ent
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> torch.Tensor:

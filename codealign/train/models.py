@@ -20,7 +20,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from codealign.train.config import LoraConfig, ModelConfig
-from codealign.train.losses import entropy_from_logits, token_logprobs
+from codealign.train.losses import logprobs_and_entropy, token_logprobs
 from codealign.train.value_norm import RunningMoments
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -190,9 +190,9 @@ def pack(
 def logprobs(model: nn.Module, batch: PackedBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs (B, T-1) of the batch's tokens under ``model`` (and entropies if asked)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
-    lp = token_logprobs(logits, batch.labels)
-    ent = entropy_from_logits(logits) if with_entropy else None
-    return lp, ent
+    if with_entropy:
+        return logprobs_and_entropy(logits, batch.labels)
+    return token_logprobs(logits, batch.labels), None
 
 
 def sequence_logprobs(model: nn.Module, batch: PackedBatch) -> torch.Tensor:

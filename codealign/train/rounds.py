@@ -331,7 +331,11 @@ def build_trainer(cfg: TrainConfig, acc, out: Path, train_problems: list, ckpt: 
     if ckpt is not None:
         policy, tokenizer = load_pretrained(str(start_dir), cfg.model.dtype)
     else:
-        policy, tokenizer = initial_policy(cfg, train_problems, log=say, device=acc.device)
+        # the main process first: it builds and caches the tiny preset and its warm start, the others then
+        # load them (transformers writes a model's files on rank 0 only once torch.distributed is up, so
+        # concurrent builds left broken cache entries)
+        with acc.main_process_first():
+            policy, tokenizer = initial_policy(cfg, train_problems, log=say, device=acc.device)
         if acc.is_main_process:
             policy.save_pretrained(start_dir)
             tokenizer.save_pretrained(start_dir)

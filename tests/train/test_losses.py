@@ -144,4 +144,7 @@ def test_token_logprobs_and_entropy():
     logits = torch.tensor([[[0.0, math.log(3.0)]]])  # p = [0.25, 0.75]
     assert L.token_logprobs(logits, torch.tensor([[1]])).item() == pytest.approx(math.log(0.75))
     ent = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
-    assert L.entropy_from_logits(logits).item() == pytest.approx(ent)
+    logits.requires_grad_(True)
+    lp, h = L.logprobs_and_entropy(logits, torch.tensor([[1]]))
+    assert lp.item() == pytest.approx(math.log(0.75)) and h.item() == pytest.approx(ent)
+    assert lp.requires_grad and not h.requires_grad  # the entropy is a statistic: no graph kept for it
