@@ -70,11 +70,11 @@ def time_ppo(policy, acc, rollouts, micro: int, repeats: int) -> tuple[float, in
     times = []
     for i in range(repeats + 1):
         sync(acc)
-        t = time.perf_counter()
+        t = clock(acc)
         ppo.step([None], lambda _: rollouts)
         sync(acc)
         if i:  # the first step warms up kernels and allocator
-            times.append(time.perf_counter() - t)
+            times.append(clock(acc) - t)
     return sum(times) / len(times), tokens, ppo
 
 
@@ -104,12 +104,12 @@ def time_passes(ppo: PPO, acc, rollouts, micro: int, repeats: int) -> dict[str, 
         times = []
         for i in range(repeats + 1):
             sync(acc)
-            t = time.perf_counter()
+            t = clock(acc)
             for b in chunks:
                 fn(b)
             sync(acc)
             if i:
-                times.append(time.perf_counter() - t)
+                times.append(clock(acc) - t)
         out[name] = sum(times) / len(times)
     ppo.actor_opt.zero_grad(set_to_none=True)
     ppo.critic_opt.zero_grad(set_to_none=True)
@@ -145,11 +145,11 @@ def time_dpo(policy, acc, rollouts, micro: int, repeats: int) -> tuple[float, in
         times = []
         for i in range(repeats + 1):
             sync(acc)
-            t = time.perf_counter()
+            t = clock(acc)
             dpo.step([], lambda ps, m: rollouts, i)
             sync(acc)
             if i:
-                times.append(time.perf_counter() - t)
+                times.append(clock(acc) - t)
     finally:
         dpo_module.build_pairs = real_build
     tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
@@ -159,6 +159,12 @@ def time_dpo(policy, acc, rollouts, micro: int, repeats: int) -> tuple[float, in
 def sync(acc):
     if acc.device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def clock(acc) -> float:
+    """Wall seconds on a GPU; CPU seconds of this process on CPU (the shared CPU machine's wall time is
+    mostly other people's load)."""
+    return time.perf_counter() if acc.device.type == "cuda" else time.process_time()
 
 
 def build_model(device: str):
@@ -230,7 +236,8 @@ def main() -> None:
         enable_checkpointing(base)
     acc = Accelerator(cpu=args.device == "cpu", mixed_precision=mixed)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"device {args.device} ({where}); {label}; mixed precision {mixed} (fp32 master weights)"
+    print(f"device {args.device} ({where}; {'wall' if args.device == 'cuda' else 'CPU'} seconds); {label}; "
+          f"mixed precision {mixed} (fp32 master weights)"
           f"{'; gradient checkpointing' if args.gradient_checkpointing else ''}")
     rng = random.Random(0)
     rollouts = fake_rollouts(n, plen, rlen, vocab, rng)

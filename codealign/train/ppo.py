@@ -4,7 +4,8 @@
    (``collect`` is given by the round loop; it returns :class:`codealign.train.rollouts.Rollout`);
 2. rewards: the execution score on the last response token, minus ``beta * KL(policy || ref)`` on
    every token;
-3. GAE (gamma, lambda) with the critic's values;
+3. GAE (gamma, lambda) with the critic's values (with ``value_norm``, its standardised outputs mapped back
+   to reward units; it then regresses standardised returns);
 4. factor 1: advantages normalized over all valid tokens of the batch (all processes together);
 5. ``ppo_epochs`` passes over the batch in ``n_minibatches`` mini-batches, each accumulated over
    micro-batches of ``micro_batch_size`` rollouts (factor 2: a large global batch that still fits),
@@ -12,7 +13,9 @@
 6. factor 3: the reference moves toward the policy, ``ref = (1 - eta) ref + eta policy``.
 
 Losses are token sums divided by the mini-batch's *global* valid-token count, so gradient
-accumulation and data-parallel averaging give exactly the gradient of one big batch.
+accumulation and data-parallel averaging give exactly the gradient of one big batch. The models are
+placed by :mod:`codealign.train.sharding` (DDP or FSDP2), computed in bf16 on fp32 master weights when
+mixed precision is on (:mod:`codealign.train.precision`).
 """
 
 from __future__ import annotations
