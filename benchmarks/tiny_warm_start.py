@@ -63,7 +63,7 @@ def main() -> None:
                 f"sft_steps={steps} heldout_pass@1(T=1)={sum(held) / len(held):.3f} "
                 f"heldout_greedy={sum(greedy) / len(greedy):.3f} train_pass@1(T=1)={sum(tr) / len(tr):.3f} "
                 f"solved>=1={sum(x > 0 for x in held)}/{len(held)} solved_all={sum(x == 1 for x in held)} "
-                f"sft_s={sft_s:.1f} sample_s={gen_s:.1f} judge_s={judge_s:.1f}",
+                f"sft_s={sft_s:.1f} gen_s={gen_s:.1f} judge_s={judge_s:.1f}",
                 flush=True,
             )
 
