@@ -180,24 +180,21 @@ def iter_full_tensors(model: nn.Module, dtype: torch.dtype | None = None) -> Ite
     Collective when sharded: every process must consume the whole iterator."""
     model = unwrap(model)
     lora = _lora_scalings(model)
-    held: dict[str, dict[str, torch.Tensor]] = {}
+    cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
+    held: dict[str, dict[str, torch.Tensor]] = {}  # a LoRA layer's base weight, A and B until all three came
     for key, value in model.state_dict().items():
         value = _full(value.detach())
         owner = next((p for p in lora if key.startswith(p + ".")), None)
-        if owner is None:
-            yield _hf_name(key), value if dtype is None else value.to(dtype)
-            continue
-        part = key[len(owner) + 1 :]
-        if part.startswith(("lora_A.", "lora_B.", "base_layer.")) and part.endswith(".weight") or part == "base_layer.weight":
-            held.setdefault(owner, {})[part.split(".")[0]] = value
-        elif part.startswith("base_layer."):  # a bias
-            yield _hf_name(key), value if dtype is None else value.to(dtype)
-            continue
-        parts = held.get(owner, {})
-        if {"base_layer", "lora_A", "lora_B"} <= parts.keys():
-            del held[owner]
-            merged = parts["base_layer"] + (parts["lora_B"].float() @ parts["lora_A"].float()).to(parts["base_layer"].dtype) * lora[owner]
-            yield _hf_name(owner + ".weight"), merged if dtype is None else merged.to(dtype)
+        part = key[len(owner) + 1 :] if owner else ""
+        if owner and (part == "base_layer.weight" or part.startswith(("lora_A.", "lora_B.")) and part.endswith(".weight")):
+            parts = held.setdefault(owner, {})
+            parts[part.split(".")[0]] = value
+            if len(parts) == 3:
+                del held[owner]
+                delta = (parts["lora_B"].float() @ parts["lora_A"].float()) * lora[owner]
+                yield _hf_name(owner + ".weight"), cast(parts["base_layer"] + delta.to(parts["base_layer"].dtype))
+        else:  # any other weight, a LoRA layer's bias included
+            yield _hf_name(key), cast(value)
     if held:
         raise RuntimeError(f"LoRA layers without all of base/A/B weights in the state dict: {sorted(held)[:3]}")
 
@@ -218,8 +215,7 @@ def _lora_scalings(model: nn.Module) -> dict[str, float]:
 
 
 def _hf_name(key: str) -> str:
-    key = key.removeprefix("base_model.model.")
-    return key.replace(".base_layer.", ".").replace(".lora_A.default.", ".").replace(".lora_B.default.", ".")
+    return key.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
 @contextlib.contextmanager

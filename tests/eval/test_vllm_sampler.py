@@ -130,8 +130,11 @@ def test_load_weights_reloads_in_place_through_the_worker_and_resets_the_prefix_
 
 @pytest.fixture
 def clean_env(monkeypatch):
+    """No launcher variables before the test, and none left after it (the colocated engine sets them, and a
+    WORLD_SIZE left behind would make a later Accelerator wait for other processes)."""
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded, so the teardown restores the variable as it was
+        monkeypatch.delenv(key)
 
 
 def test_colocated_engine_joins_the_training_processes_with_per_process_seeds(fake_vllm, clean_env):
