@@ -224,10 +224,11 @@ def main() -> None:
     ap.add_argument("--mixed-precision", default=None, choices=["no", "bf16"], help="default: bf16 on cuda, no on cpu")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="CPU: torch threads (1 gives steadier CPU seconds on a busy machine)")
     ap.add_argument("--no-round", action="store_true", help="skip the real-round share measurement (CPU)")
     args = ap.parse_args()
     if args.device == "cpu":
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        torch.set_num_threads(args.threads)
     mixed = args.mixed_precision or ("bf16" if args.device == "cuda" else "no")
     base, vocab, plen, rlen, n, micro, label = build_model(args.device)
     if args.gradient_checkpointing:

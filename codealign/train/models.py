@@ -80,7 +80,11 @@ def enable_checkpointing(model: nn.Module) -> None:
     training mode only (transformers' rule), which is why the trainers train in ``train()`` mode with
     dropout off. Non-reentrant checkpointing, so frozen inputs (LoRA, the critic's embeddings) and FSDP
     work without extra hooks."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name goes in v6
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def prepare_policy(model: nn.Module, cfg: ModelConfig) -> nn.Module:
