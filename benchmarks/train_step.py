@@ -137,12 +137,12 @@ def build_model(device: str):
         model = Qwen2ForCausalLM(cfg).to(device)
         label = f"Qwen2-shaped {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params (random init), fp32 weights + bf16 autocast"
         return model, cfg.vocab_size, 256, 256, 64, 8, label
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_split
     from codealign.prompts import build_prompt
     from codealign.train.sft import format_response
     from codealign.train.tiny import load_tiny
 
-    train, _ = make_tasks()
+    train = make_split().train
     corpus = [build_prompt(p) for p in train] + [format_response(p.solutions["python"][0]) for p in train]
     model, tok = load_tiny(corpus)
     label = f"tiny preset {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params"

@@ -49,4 +49,4 @@ def train_command(
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"done: {cfg.out}/metrics.jsonl (last round {last.get('round')}: held-out pass@1 {last.get('eval_pass@1', float('nan')):.3f})")
+    typer.echo(f"done: {cfg.out}/metrics.jsonl (last round {last.get('round')}: test pass@1 {last.get('eval_pass@1', float('nan')):.3f})")

@@ -47,16 +47,27 @@ class ModelConfig(_Strict):
 
 
 class TasksConfig(_Strict):
-    """Where training and held-out problems come from."""
+    """Where training, validation and test problems come from.
+
+    Tune on validation, report test: ``metrics.jsonl`` round rows carry ``test_pass@k`` (and its
+    alias ``eval_pass@k``) and ``val_pass@k``, each with its standard error.
+    """
 
     dataset: str = Field(
         "synthetic",
-        description="'synthetic' (the embedded generated task family, disjoint train/held-out) or a dataset name/path for codealign.loaders.load_problems.",
+        description="'synthetic' (the embedded generated task family with its own train / validation / test split, "
+        "codealign.synthetic_tasks.make_split) or a dataset name/path for codealign.loaders.load_problems.",
     )
     train_split: str = "train"
-    eval_split: str = Field("test", description="Held-out split for a real dataset (ignored for 'synthetic').")
+    eval_split: str = Field("test", description="Test split of a real dataset: what eval_pass@k / test_pass@k report (ignored for 'synthetic').")
+    val_split: str | None = Field(
+        None, description="Validation split of a real dataset (tune on it; val_pass@k); None = no validation. Ignored for 'synthetic'."
+    )
     max_train_problems: int | None = Field(None, gt=0)
-    max_eval_problems: int | None = Field(48, gt=0, description="Held-out problems evaluated each round.")
+    max_eval_problems: int | None = Field(48, gt=0, description="Test problems evaluated each round (synthetic: 48 exist).")
+    max_val_problems: int | None = Field(
+        48, ge=0, description="Validation problems evaluated each round (synthetic: 48 exist); 0 = skip the validation evaluation."
+    )
     seed: int = Field(0, description="Seed of the generated task family (which combinations are held out).")
 
 

@@ -16,7 +16,7 @@ import pytest
 
 SETTINGS = [
     "steps_per_round=2", "ppo.prompts_per_step=1", "ppo.n_minibatches=1", "sampling.n_per_prompt=2",
-    "sampling.max_new_tokens=16", "eval.n=1", "eval.ks=[1]", "tasks.max_eval_problems=2", "sft.steps=2",
+    "sampling.max_new_tokens=16", "eval.n=1", "eval.ks=[1]", "tasks.max_eval_problems=2", "tasks.max_val_problems=1", "sft.steps=2",
     "log.progress=false", "log.plot=false",
 ]
 

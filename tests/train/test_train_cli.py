@@ -12,7 +12,7 @@ import pytest
 def test_dpo_run_writes_round_rows_steps_plot_and_final_policy(tmp_path):
     out = tmp_path / "run"
     sets = ["steps_per_round=1", "dpo.prompts_per_step=2", "sampling.n_per_prompt=2", "sampling.max_new_tokens=16",
-            "eval.n=2", "eval.ks=[1,2]", "tasks.max_eval_problems=2", "sft.steps=2", "log.progress=false"]
+            "eval.n=2", "eval.ks=[1,2]", "tasks.max_eval_problems=2", "tasks.max_val_problems=2", "sft.steps=2", "log.progress=false"]
     args = [sys.executable, "-m", "codealign", "train", "--algo", "dpo", "--rounds", "2", "--out", str(out)]
     for s in sets:
         args += ["--set", s]
@@ -25,6 +25,10 @@ def test_dpo_run_writes_round_rows_steps_plot_and_final_policy(tmp_path):
     for r in rounds:
         assert 0.0 <= r["eval_pass@1"] <= 1.0 and 0.0 <= r["eval_pass@2"] <= 1.0
         assert r["eval_problems"] == 2 and r["eval_samples"] == 4
+        # eval_pass@k is the test split's pass@k; validation is evaluated beside it, both with standard errors
+        assert r["test_pass@1"] == r["eval_pass@1"] and r["test_problems"] == 2
+        assert 0.0 <= r["test_pass@1_se"] <= 0.5 and 0.0 <= r["val_pass@1_se"] <= 0.5
+        assert 0.0 <= r["val_pass@2"] <= 1.0 and r["val_problems"] == 2 and r["val_samples"] == 4
     steps = [r for r in rows if r.get("type") == "step"]
     assert [s["step"] for s in steps] == [1, 2] and all(s["algo"] == "dpo" and s["n_rollouts"] == 4 for s in steps)
     for key in ("dpo_loss", "n_pairs", "reward_mean", "gen_s", "judge_s", "update_s"):
