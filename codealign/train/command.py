@@ -13,7 +13,9 @@ def train_command(
     algo: Optional[str] = typer.Option(None, "--algo", help="ppo or dpo (DPO-Iter: --set dpo.iterative=true, the default)."),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds after round 0 (the starting policy's evaluation)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (metrics.jsonl, checkpoints, curves.png)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last complete round."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last complete round, with its saved config (flags given change it)."
+    ),
     overrides: Optional[List[str]] = typer.Option(
         None, "--set", help="Override any config field, e.g. --set ppo.beta=0.05 --set sampling.n_per_prompt=16 (repeatable)."
     ),
@@ -27,13 +29,18 @@ def train_command(
     With no arguments: the offline `tiny` model on the embedded generated task set, on CPU, in a few
     minutes. GPU presets: --config configs/qwen2.5-coder-1.5b-ppo.yaml (see docs/train.md).
     """
-    from codealign.train.config import ConfigError, build_config
+    from codealign.train.config import ConfigError, build_config, resume_config
 
     sets = list(overrides or [])
     if sandbox_url:
         sets.append(f"judge.sandbox_urls=[{','.join(u.strip() for u in sandbox_url.split(',') if u.strip())}]")
+    explicit = {"algo": algo, "rounds": rounds, "out": str(out) if out is not None else None}
     try:
-        cfg = build_config(config, sets, algo=algo, rounds=rounds, out=str(out) if out is not None else None)
+        cfg = build_config(config, sets, **explicit)
+        if resume:  # the saved config, changed only by what was given explicitly
+            cfg, changes = resume_config(cfg.out, config, sets, algo=algo, rounds=rounds)
+            typer.echo(f"resume: the config saved in {cfg.out}/config.json" + (
+                ", changed by flags: " + "; ".join(changes) if changes else ", unchanged"))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

@@ -10,6 +10,7 @@ value and why it differs. ``configs/qwen2.5-coder-*.yaml`` restore the paper's v
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -314,11 +315,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(
-    config_path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any
+    config_path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None, **fields: Any
 ) -> TrainConfig:
-    """Defaults <- YAML file <- ``--set`` overrides <- explicit fields (the CLI's --algo/--rounds/--out,
-    skipped when None). Raises :class:`ConfigError` with the offending field on any bad value."""
-    data: dict[str, Any] = load_yaml(config_path) if config_path else {}
+    """``base`` (default: the pydantic defaults; a resumed run's saved config) <- YAML file <- ``--set``
+    overrides <- explicit fields (the CLI's --algo/--rounds/--out, skipped when None). Raises
+    :class:`ConfigError` with the offending field on any bad value."""
+    data: dict[str, Any] = deep_merge(base or {}, load_yaml(config_path) if config_path else {})
     for text in overrides or []:
         data = deep_merge(data, parse_override(text))
     data = deep_merge(data, {k: v for k, v in fields.items() if v is not None})
@@ -330,3 +332,39 @@ def build_config(
             where = ".".join(str(p) for p in err["loc"]) or "config"
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid training config:\n" + "\n".join(lines)) from None
+
+
+#: What a resumed run may not change: its checkpoints and its round-0 policy were made with these.
+FIXED_ON_RESUME = ("algo", "seed", "model", "tasks", "sft")
+
+
+def resume_config(
+    out: str | Path, config_path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any
+) -> tuple[TrainConfig, list[str]]:
+    """The config a resumed run continues with: the one saved in ``out/config.json``, changed only by
+    what the caller gives explicitly (a YAML file, ``--set``, ``--rounds``...). Returns the config and
+    the changes as ``"field: old -> new"`` lines. A change of a :data:`FIXED_ON_RESUME` field is an error."""
+    saved_file = Path(out) / "config.json"
+    if not saved_file.is_file():
+        raise ConfigError(f"--resume: {out} holds no run (no config.json); start one without --resume")
+    saved = json.loads(saved_file.read_text())
+    cfg = build_config(config_path, overrides, base=saved, **{**fields, "out": str(out)})
+    before, after = _flatten(TrainConfig.model_validate(saved).model_dump()), _flatten(cfg.model_dump())
+    changed = [k for k in after if before.get(k) != after[k]]
+    fixed = [k for k in changed if k.split(".")[0] in FIXED_ON_RESUME]
+    if fixed:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(fixed)}: the run's checkpoints and round-0 policy were made with "
+            f"the saved values; start a new run (another --out) instead"
+        )
+    return cfg, [f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

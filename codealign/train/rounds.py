@@ -235,19 +235,17 @@ def evaluate(policy, problems, collector, cfg: TrainConfig, acc, prefix: str, se
 # -- the loop ----------------------------------------------------------------------------------------
 
 
-def prepare_out_dir(cfg: TrainConfig, resume: bool) -> TrainConfig:
-    """Create ``out``; on resume, continue with the config saved there (only ``rounds`` may grow)."""
+def prepare_out_dir(cfg: TrainConfig, resume: bool) -> None:
+    """Create ``out``; refuse to start over a run, or to resume where there is none. (A resumed run's
+    config is ``config.resume_config``'s: the saved one, changed only by explicit flags.)"""
     out = Path(cfg.out)
-    saved = out / "config.json"
     if resume:
-        if not saved.exists():
+        if not (out / "config.json").exists():
             raise FileNotFoundError(f"--resume: {out} holds no run (no config.json); start one without --resume")
-        old = TrainConfig.model_validate_json(saved.read_text())
-        return old.model_copy(update={"rounds": cfg.rounds, "out": cfg.out})
+        return
     if (out / "metrics.jsonl").exists() or latest_checkpoint(out) is not None:
         raise FileExistsError(f"{out} already holds a run; continue it with --resume or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    return cfg
 
 
 @dataclass
@@ -280,7 +278,8 @@ class Run:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run (or continue) training; returns the last round row."""
+    """Run (or continue, ``resume``) training with ``cfg``; returns the last round row. To continue
+    with a run's saved config, pass ``config.resume_config(out)[0]`` (what ``--resume`` does)."""
     run = start_run(cfg, resume)
     if not run.resumed:  # round 0: the starting policy, before any update
         evaluate_round(run, 0, {"reward_mean": None, "train_pass_rate": None})
@@ -303,10 +302,8 @@ def start_run(cfg: TrainConfig, resume: bool) -> Run:
 
     acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
     if acc.is_main_process:
-        cfg = prepare_out_dir(cfg, resume)
+        prepare_out_dir(cfg, resume)
     acc.wait_for_everyone()
-    if not acc.is_main_process and resume:
-        cfg = prepare_out_dir(cfg, True)
     out = Path(cfg.out)
     if acc.is_main_process:
         (out / "config.json").write_text(cfg.model_dump_json(indent=2))

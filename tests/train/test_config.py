@@ -126,3 +126,23 @@ def test_steps_per_round_defaults_per_algorithm_and_an_explicit_value_wins(tmp_p
     # the resolved value is saved in DIR/config.json, so a resumed run keeps it
     saved = build_config(algo="dpo").model_dump_json()
     assert TrainConfig.model_validate_json(saved).steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"]
+
+
+def test_resume_keeps_the_saved_config_and_reports_explicit_changes(tmp_path):
+    from codealign.train.config import resume_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = build_config(None, ["steps_per_round=6", "ppo.actor_lr=3e-4"], rounds=3, out=str(out))
+    (out / "config.json").write_text(saved.model_dump_json())
+    same, changes = resume_config(out)
+    assert same == saved and changes == []  # not the defaults: 3 rounds, 6 steps, lr 3e-4
+    longer, changes = resume_config(out, None, ["eval.n=16"], rounds=5)
+    assert (longer.rounds, longer.steps_per_round, longer.eval.n, longer.ppo.actor_lr) == (5, 6, 16, 3e-4)
+    assert changes == ["rounds: 3 -> 5", "eval.n: 8 -> 16"]
+    with pytest.raises(ConfigError, match="cannot change algo"):
+        resume_config(out, algo="dpo")
+    with pytest.raises(ConfigError, match="cannot change tasks.seed"):
+        resume_config(out, None, ["tasks.seed=2"])
+    with pytest.raises(ConfigError, match="holds no run"):
+        resume_config(tmp_path / "nothing")
