@@ -10,7 +10,7 @@ import typer
 
 def train_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file overriding the defaults (see configs/)."),
-    algo: Optional[str] = typer.Option(None, "--algo", help="ppo or dpo (DPO-Iter: --set dpo.iterative=true, the default)."),
+    algo: Optional[str] = typer.Option(None, "--algo", help="ppo, dpo (DPO-Iter: --set dpo.iterative=true, the default), or a critic-free estimator with PPO's loss: grpo, drgrpo, rloo, reinforce++."),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds after round 0 (the starting policy's evaluation)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (metrics.jsonl, checkpoints, curves.png)."),
     resume: bool = typer.Option(
@@ -24,7 +24,7 @@ def train_command(
     ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config as YAML and exit."),
 ) -> None:
-    """Train a policy with execution rewards (PPO or DPO) in rounds, evaluating held-out pass@k each round.
+    """Train a policy with execution rewards (PPO, GRPO, Dr.GRPO, RLOO, REINFORCE++ or DPO) in rounds, evaluating test and validation pass@k each round.
 
     With no arguments: the offline `tiny` model on the embedded generated task set, on CPU, in a few
     minutes. GPU presets: --config configs/qwen2.5-coder-1.5b-ppo.yaml (see docs/train.md).

@@ -357,7 +357,10 @@ def build_trainer(cfg: TrainConfig, acc, out: Path, train_problems: list, ckpt: 
             policy.save_pretrained(start_dir)
             tokenizer.save_pretrained(start_dir)
     policy.to(acc.device)
-    critic = ValueModel(policy) if cfg.algo == "ppo" else None
+    from codealign.train.advantages import ESTIMATORS
+    from codealign.train.config import PPO_FAMILY
+
+    critic = ValueModel(policy) if cfg.algo in PPO_FAMILY and ESTIMATORS[cfg.algo].needs_critic else None
     policy = prepare_policy(policy, cfg.model)
     ref = make_reference(policy)
     if ckpt is not None:
@@ -367,10 +370,10 @@ def build_trainer(cfg: TrainConfig, acc, out: Path, train_problems: list, ckpt: 
             critic.load_state_dict(torch.load(ckpt / "critic.pt", map_location="cpu"))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if cfg.algo == "ppo":
+    if cfg.algo in PPO_FAMILY:
         from codealign.train.ppo import PPO
 
-        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc)
+        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc, algo=cfg.algo, max_new_tokens=cfg.sampling.max_new_tokens)
     else:
         from codealign.train.dpo import DPO
 
@@ -394,7 +397,7 @@ def save_checkpoint(run: Run, round_index: int) -> None:
         tmp.mkdir(parents=True)
         torch.save(acc.unwrap_model(trainer.policy).state_dict(), tmp / "policy.pt")
         torch.save(trainer.ref.state_dict(), tmp / "ref.pt")
-        if cfg.algo == "ppo":
+        if getattr(trainer, "critic", None) is not None:
             torch.save(acc.unwrap_model(trainer.critic).state_dict(), tmp / "critic.pt")
         torch.save(trainer.state_dict(), tmp / "optim.pt")
         # state.json last: its presence marks the directory complete
@@ -439,7 +442,9 @@ def train_round(run: Run, round_index: int) -> None:
     from tqdm.auto import tqdm
 
     cfg, acc, trainer, collector = run.cfg, run.acc, run.trainer, run.collector
-    prompts_per_step = cfg.ppo.prompts_per_step if cfg.algo == "ppo" else cfg.dpo.prompts_per_step
+    from codealign.train.config import PPO_FAMILY
+
+    prompts_per_step = cfg.ppo.prompts_per_step if cfg.algo in PPO_FAMILY else cfg.dpo.prompts_per_step
     base_params = collector.params
     t_round = time.perf_counter()
     step_rows = []
@@ -452,7 +457,7 @@ def train_round(run: Run, round_index: int) -> None:
         problems = draw_problems(run.tasks.train, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
         collector.params = base_params.model_copy(update={"seed": cfg.seed * 1_000_003 + step * 101 + acc.process_index})
         before = (collector.timings.gen_s, collector.timings.judge_s)
-        if cfg.algo == "ppo":
+        if cfg.algo in PPO_FAMILY:
             run.sampler.sync(trainer.unwrapped_policy)
             stats = trainer.step(problems, lambda ps: collector(ps, trainer.unwrapped_policy))
         else:

@@ -115,7 +115,9 @@ def test_rewards_default_partial_credit_and_penalties():
 
 
 def test_steps_per_round_defaults_per_algorithm_and_an_explicit_value_wins(tmp_path):
-    from codealign.train.config import DEFAULT_STEPS_PER_ROUND
+    from codealign.train.config import ALGO_DEFAULTS
+
+    DEFAULT_STEPS_PER_ROUND = {a: d["steps_per_round"] for a, d in ALGO_DEFAULTS.items()}
 
     assert build_config().steps_per_round == DEFAULT_STEPS_PER_ROUND["ppo"]
     assert build_config(algo="dpo").steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"] != DEFAULT_STEPS_PER_ROUND["ppo"]
