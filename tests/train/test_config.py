@@ -75,10 +75,22 @@ def test_parse_override_nests_and_parses_yaml_values():
     assert parse_override("x=null") == {"x": None}
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "study"),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_validates(path):
     cfg = build_config(path)
     assert isinstance(cfg, TrainConfig)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "study").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_resolves(path, tmp_path):
+    from codealign.study.config import load_study, resolve, samples_per_step
+
+    study, root = load_study(path)
+    configs = resolve(study, root, tmp_path, study.seeds)
+    assert len(configs) == len(study.arms) * len(study.seeds) >= 5
+    per_round = {samples_per_step(c) * c.steps_per_round for c in configs.values()}
+    assert len(per_round) == 1  # matched on judged samples
 
 
 def test_ablation_ladder_adds_one_factor_per_step():
