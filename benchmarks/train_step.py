@@ -1,9 +1,10 @@
-"""Seconds per PPO and DPO step, tokens/s, and where a round's time goes.
+"""Seconds per PPO, GRPO (critic-free) and DPO step, tokens/s, and where a round's time goes.
 
     python benchmarks/train_step.py                 # CPU: the tiny preset, plus one real round
     python benchmarks/train_step.py --device cuda   # GPU: a ~0.5B Qwen2-shaped model built from a config
 
-Update steps run the real ``codealign.train.ppo.PPO`` / ``codealign.train.dpo.DPO`` classes on
+Update steps run the real ``codealign.train.ppo.PPO`` (with GAE and a critic, and as GRPO without
+one) / ``codealign.train.dpo.DPO`` classes on
 synthetic rollouts (random response tokens, random 0/10 rewards) of a fixed shape, so the figures
 measure the update alone. On CPU the script then runs one real PPO round of the embedded default
 (sample with the hf sampler -> judge in the local sandbox -> update) and prints the share of each
@@ -25,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codealign.train.dpo import DPO, Pair  # noqa: E402  (torch-only modules)
+from codealign.train.advantages import ESTIMATORS  # noqa: E402  (torch-only modules)
+from codealign.train.dpo import DPO, Pair  # noqa: E402
 from codealign.train.models import ValueModel, make_reference  # noqa: E402
 from codealign.train.ppo import PPO  # noqa: E402
 
@@ -78,9 +80,11 @@ def fake_rollouts(n: int, prompt_len: int, resp_len: int, vocab: int, rng: rando
     return out
 
 
-def time_ppo(policy, acc, rollouts, micro: int, repeats: int, autocast) -> tuple[float, int]:
-    cfg = SimpleNamespace(**PPO_CFG, micro_batch_size=micro)
-    ppo = PPO(policy, ValueModel(policy).to(acc.device), make_reference(policy), cfg, pad_id=0, accelerator=acc)
+def time_ppo(policy, acc, rollouts, micro: int, repeats: int, autocast, algo: str = "ppo") -> tuple[float, int]:
+    cfg = SimpleNamespace(**{**PPO_CFG, **({"beta": 0.04, "kl_estimator": "k3"} if algo == "grpo" else {})}, micro_batch_size=micro)
+    critic = ValueModel(policy).to(acc.device) if ESTIMATORS[algo].needs_critic else None
+    resp_len = max(len(r.response_ids) for r in rollouts)
+    ppo = PPO(policy, critic, make_reference(policy), cfg, pad_id=0, accelerator=acc, algo=algo, max_new_tokens=resp_len)
     tokens = sum(len(r.response_ids) for r in rollouts)
     times = []
     for i in range(repeats + 1):
@@ -189,6 +193,8 @@ def main() -> None:
     s = ppo_s
     print(f"PPO step: {n} rollouts x ({plen} prompt + {rlen} response) tokens, 4 mini-batches, micro {micro}: "
           f"{s:.2f} s/step, {tok / s:,.0f} response tokens/s, {n * (plen + rlen) / s:,.0f} total tokens/s")
+    s, _ = time_ppo(model, acc, rollouts, micro, args.repeats, autocast, algo="grpo")
+    print(f"GRPO step (no critic, KL k3 in the loss): {s:.2f} s/step, {tok / s:,.0f} response tokens/s ({100 * (1 - s / ppo_s):.0f}% less than PPO)")
     s, tok, pairs = time_dpo(model, acc, rollouts, micro // 2 or 1, args.repeats, autocast)
     print(f"DPO step: {pairs} pairs, 4 optimizer steps: {s:.2f} s/step, {tok / s:,.0f} response tokens/s")
 
@@ -205,7 +211,7 @@ def main() -> None:
         print(f"generate: {n} x {rlen} new tokens in {gen:.2f} s ({n * rlen / gen:,.0f} tokens/s); "
               f"a PPO round of sample + update spends {100 * gen / (gen + ppo_s):.0f}% sampling (judging runs on CPU)")
     elif not args.no_round:
-        for algo in ("ppo", "dpo"):
+        for algo in ("ppo", "grpo", "dpo"):
             real_round_shares(algo)
 
 
