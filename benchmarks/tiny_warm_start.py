@@ -37,7 +37,7 @@ def pass_rates(model, tokenizer, problems, n: int, temperature: float, client) -
 
 def main() -> None:
     from codealign.prompts import build_prompt
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_split
     from codealign.train.sft import SFTConfig, warm_start_tiny
     from sandbox.client import make_client
 
@@ -49,7 +49,8 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None, help="tiny-model cache (default: a fresh temporary directory)")
     args = ap.parse_args()
 
-    train, heldout = make_tasks(args.seed)
+    split = make_split(args.seed)
+    train, heldout = split.train, split.validation  # a tuning tool: validation, never test
     cache = args.cache_dir or tempfile.mkdtemp(prefix="tiny-bench-")
     with make_client() as client:
         for steps in (int(s) for s in args.steps.split(",")):
@@ -60,8 +61,8 @@ def main() -> None:
             greedy, _, _ = pass_rates(model, tok, heldout, 1, 0.0, client)
             tr, _, _ = pass_rates(model, tok, train[: args.train_tasks], args.n, 1.0, client)
             print(
-                f"sft_steps={steps} heldout_pass@1(T=1)={sum(held) / len(held):.3f} "
-                f"heldout_greedy={sum(greedy) / len(greedy):.3f} train_pass@1(T=1)={sum(tr) / len(tr):.3f} "
+                f"sft_steps={steps} val_pass@1(T=1)={sum(held) / len(held):.3f} "
+                f"val_greedy={sum(greedy) / len(greedy):.3f} train_pass@1(T=1)={sum(tr) / len(tr):.3f} "
                 f"solved>=1={sum(x > 0 for x in held)}/{len(held)} solved_all={sum(x == 1 for x in held)} "
                 f"sft_s={sft_s:.1f} gen_s={gen_s:.1f} judge_s={judge_s:.1f}",
                 flush=True,

@@ -1,12 +1,13 @@
-"""Seconds per PPO and DPO step, tokens/s, the pass accounting of a PPO step, and where a round's time goes.
+"""Seconds per PPO, GRPO (critic-free) and DPO step, tokens/s, the pass accounting of a PPO step, and where a round's time goes.
 
     python benchmarks/train_step.py                 # CPU: the tiny preset, plus one real round
     python benchmarks/train_step.py --device cuda   # GPU: a Qwen2.5-0.5B-shaped model, bf16 mixed precision
 
-Update steps run the real ``codealign.train.ppo.PPO`` / ``codealign.train.dpo.DPO`` classes (through a real
-``accelerate.Accelerator``, bf16 mixed precision on fp32 master weights by default on CUDA) on synthetic
-rollouts (random response tokens, random 0/10 rewards) of a fixed shape, so the figures measure the update
-alone. The same batch is also run through each model pass alone, which gives the pass accounting:
+Update steps run the real ``codealign.train.ppo.PPO`` (with GAE and a critic, and as GRPO without one) /
+``codealign.train.dpo.DPO`` classes (through a real ``accelerate.Accelerator``, bf16 mixed precision on fp32
+master weights by default on CUDA) on synthetic rollouts (random response tokens, random 0/10 rewards) of a
+fixed shape, so the figures measure the update alone. The same batch is also run through each model pass
+alone, which gives the pass accounting:
 
 * a PPO step = old log-probs (policy forward, no grad) + reference log-probs (forward) + values (critic
   forward) + policy forward and backward + critic forward and backward; in forward-equivalents per token
@@ -17,9 +18,9 @@ alone. The same batch is also run through each model pass alone, which gives the
   / (plain tokens/s x plain forward-equivalents): 1.0 means the PPO step runs its passes as fast as plain
   training runs its own; what it loses goes to GAE, losses, gradient clipping, 4 optimizer steps and the EMA.
 
-On CPU the script then runs one real PPO and DPO round of the embedded default (sample with the hf sampler
--> judge in the local sandbox -> update) and prints the share of each phase. The ``--device cuda`` path
-imports only torch, transformers and accelerate (plus the torch-only trainer modules), since the GPU
+On CPU the script then runs one real PPO, GRPO and DPO round of the embedded default (sample with the hf
+sampler -> judge in the local sandbox -> update) and prints the share of each phase. The ``--device cuda``
+path imports only torch, transformers and accelerate (plus the torch-only trainer modules), since the GPU
 machine has no pydantic: it times ``model.generate`` for the sampling share and reports no judging share
 (judging runs on CPU, see the CPU figures).
 """
@@ -37,7 +38,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codealign.train.dpo import DPO, Pair  # noqa: E402  (torch-only modules)
+from codealign.train.advantages import ESTIMATORS  # noqa: E402  (torch-only modules)
+from codealign.train.dpo import DPO, Pair  # noqa: E402
 from codealign.train.models import ValueModel, logprobs, make_reference, pack  # noqa: E402
 from codealign.train.ppo import PPO  # noqa: E402
 
@@ -63,9 +65,11 @@ def fake_rollouts(n: int, prompt_len: int, resp_len: int, vocab: int, rng: rando
     return out
 
 
-def time_ppo(policy, acc, rollouts, micro: int, repeats: int) -> tuple[float, int, PPO]:
-    cfg = SimpleNamespace(**PPO_CFG, micro_batch_size=micro)
-    ppo = PPO(policy, ValueModel(policy), make_reference(policy), cfg, pad_id=0, accelerator=acc)
+def time_ppo(policy, acc, rollouts, micro: int, repeats: int, algo: str = "ppo") -> tuple[float, int, PPO]:
+    cfg = SimpleNamespace(**{**PPO_CFG, **({"beta": 0.04, "kl_estimator": "k3"} if algo == "grpo" else {})}, micro_batch_size=micro)
+    critic = ValueModel(policy) if ESTIMATORS[algo].needs_critic else None
+    resp_len = max(len(r.response_ids) for r in rollouts)
+    ppo = PPO(policy, critic, make_reference(policy), cfg, pad_id=0, accelerator=acc, algo=algo, max_new_tokens=resp_len)
     tokens = sum(len(r.response_ids) for r in rollouts)
     times = []
     for i in range(repeats + 1):
@@ -180,12 +184,12 @@ def build_model(device: str):
         model = Qwen2ForCausalLM(cfg).to(device)
         label = f"Qwen2-shaped {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M params (random init)"
         return model, cfg.vocab_size, 256, 256, 64, 8, label
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_split
     from codealign.prompts import build_prompt
     from codealign.train.sft import format_response
     from codealign.train.tiny import load_tiny
 
-    train, _ = make_tasks()
+    train = make_split().train
     corpus = [build_prompt(p) for p in train] + [format_response(p.solutions["python"][0]) for p in train]
     model, tok = load_tiny(corpus)
     label = f"tiny preset {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params"
@@ -252,6 +256,9 @@ def main() -> None:
           f"{n * (plen + rlen) / passes['policy_fwd_bwd']:,.0f} total tokens/s")
     pass_accounting(passes, ppo_s, args.gradient_checkpointing)
     del ppo
+    s, _, grpo = time_ppo(copy.deepcopy(base), acc, rollouts, micro, args.repeats, algo="grpo")
+    print(f"GRPO step (no critic, KL k3 in the loss): {s:.2f} s/step, {tok / s:,.0f} response tokens/s ({100 * (1 - s / ppo_s):.0f}% less than PPO)")
+    del grpo
     s, tok, pairs = time_dpo(copy.deepcopy(base), acc, rollouts, micro // 2 or 1, args.repeats)
     print(f"DPO step: {pairs} pairs, 4 optimizer steps: {s:.2f} s/step, {tok / s:,.0f} response tokens/s")
 
@@ -270,7 +277,7 @@ def main() -> None:
         print(f"generate: {n} x {rlen} new tokens in {gen:.2f} s ({n * rlen / gen:,.0f} tokens/s); "
               f"a PPO round of sample + update spends {100 * gen / (gen + ppo_s):.0f}% sampling (judging runs on CPU)")
     elif not args.no_round:
-        for algo in ("ppo", "dpo"):
+        for algo in ("ppo", "grpo", "dpo"):
             real_round_shares(algo, mixed)
 
 

@@ -1,4 +1,4 @@
-"""The ``codealign`` command line: ``train``, ``eval`` and ``sandbox serve``.
+"""The ``codealign`` command line: ``train``, ``eval``, ``study`` and ``sandbox serve``.
 
 Each command's options live next to the code that runs it; this module only assembles them.
 Command modules import heavy libraries (torch, transformers) inside the command body, so
@@ -10,17 +10,19 @@ from __future__ import annotations
 import typer
 
 from codealign.evaluate import eval_command
+from codealign.study.command import study_command
 from codealign.train.command import train_command
 
 app = typer.Typer(
     name="codealign",
-    help="Align code models with execution feedback: sandboxed judging, pass@k, PPO and DPO.",
+    help="Align code models with execution feedback: sandboxed judging, pass@k, PPO, GRPO/RLOO/REINFORCE++ and DPO, studies over seeds.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.command(name="train")(train_command)
 app.command(name="eval")(eval_command)
+app.command(name="study")(study_command)
 
 sandbox_app = typer.Typer(help="The sandbox execution service.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")

@@ -223,7 +223,8 @@ def load_problems(name_or_path: str | Path | None = None, split: str | None = No
 
     - ``None``, ``"embedded"`` or ``"default"``: the embedded dataset in ``codealign/data``.
     - ``"synthetic"`` or ``"synthetic:SEED"``: the generated task family ``codealign train`` learns on
-      (:func:`codealign.synthetic_tasks.split_problems`; split ``"test"``, the held-out tasks, by default).
+      (:func:`codealign.synthetic_tasks.split_problems`; split ``"test"``, the held-out tasks ``train``
+      reports, by default; ``"validation"`` for tuning).
     - A name that looks like a local path (starts with ``.``, ``/`` or ``~``, or ends in a data file
       extension) but does not exist: :class:`DatasetFormatError` saying so.
     - An existing path: a ``.jsonl``/``.jsonl.gz``/``.parquet`` file, or a folder of them (with

@@ -45,6 +45,17 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], ks: Sequence[int]) -> dict
     return {k: float(np.mean([pass_at_k(n, c, k) for n, c in counts])) for k in ks}
 
 
+def pass_at_k_se(counts: Iterable[tuple[int, int]], ks: Sequence[int]) -> dict[int, float]:
+    """Standard error of :func:`mean_pass_at_k`: the sample standard deviation of the per-problem
+    pass@k estimates over sqrt(number of problems). It covers both the choice of problems and the
+    sampling noise within each problem (each problem's estimate carries its own); 0 for one problem."""
+    counts = list(counts)
+    mean_pass_at_k(counts, ks)  # same checks
+    if len(counts) < 2:
+        return {k: 0.0 for k in ks}
+    return {k: float(np.std([pass_at_k(n, c, k) for n, c in counts], ddof=1) / np.sqrt(len(counts))) for k in ks}
+
+
 @dataclass(frozen=True)
 class SampleOutcome:
     """What n@k needs to know about one sample.

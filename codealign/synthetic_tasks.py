@@ -21,23 +21,34 @@ parts, independent of the solution text (the tests check that both agree by runn
 Test inputs are random, and drawn so that the filter keeps at least one number (so "maximum" is
 defined and an empty answer never passes by accident).
 
-The split (see :func:`make_tasks`): a fixed, seeded subset of (filter, transform, aggregate)
-*combinations* is held out. No held-out combination ever appears in training, while every single
-filter, transform and aggregate does (the split is drawn so). Solving a held-out task therefore
-demands *compositional* generalisation: putting known parts together in a way never seen in training.
+The split (:func:`make_split`, the one function every user of the family calls): training,
+validation and test tasks. A seeded set of (filter, transform, aggregate) *combinations* is held out
+(validation and test), none of which ever appears in training, while every single filter, transform
+and aggregate does. Solving a held-out task therefore demands *compositional* generalisation: putting
+known parts together in a way never seen in training. And no held-out task can be passed by
+recalling a training program: the reference program of every training combination, with any K, fails
+its tests and disagrees with it on a battery of random inputs (the no-leak check below).
+Tune on ``validation``; report ``test``.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generic, Sequence, TypeVar
+
+import numpy as np
 
 from sandbox.spec import TestCase
 
-#: Bump when statements, solutions or test generation change, so cached warm starts are rebuilt.
-TASKS_VERSION = 2
+#: Bump when statements, solutions, tests or the split change (3: train / validation / test split with
+#: the no-leak check).
+TASKS_VERSION = 3
+
+T = TypeVar("T")
 
 # name -> (statement sentence with {k}, code condition with {k}, predicate(x, k)); "" = keep all.
 FILTERS: dict[str, tuple[str, str, Callable[[int, int], bool]]] = {
@@ -135,7 +146,7 @@ def make_tests(spec: TaskSpec, rng: random.Random, n_tests: int) -> list[TestCas
     tests: list[TestCase] = []
     seen: set[str] = set()
     while len(tests) < n_tests:
-        numbers = [rng.randint(*VALUE_RANGE) for _ in range(rng.randint(*LENGTH_RANGE))]
+        numbers = _random_line(rng)
         line = " ".join(map(str, numbers))
         if not spec.kept(numbers) or line in seen:
             continue
@@ -153,45 +164,150 @@ def all_combinations() -> list[tuple[str, str, str]]:
     return list(itertools.product(FILTERS, TRANSFORMS, AGGREGATES))
 
 
-def split_combinations(seed: int, heldout_fraction: float) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-    """Split the combinations into (train, held-out), every single part still present in training.
-
-    Drawn with ``random.Random(seed)``; redrawn (deterministically) until each filter, transform and
-    aggregate appears in at least one training combination.
-    """
-    if not 0 < heldout_fraction <= 0.5:
-        raise ValueError(f"heldout_fraction must be in (0, 0.5] so training keeps most combinations, got {heldout_fraction}")
-    combos = all_combinations()
-    n_heldout = max(1, round(heldout_fraction * len(combos)))
-    rng = random.Random(f"split-{seed}")
-    for _ in range(1000):
-        heldout = set(rng.sample(combos, n_heldout))
-        train = [c for c in combos if c not in heldout]
-        if all({c[i] for c in train} == set(parts) for i, parts in enumerate((FILTERS, TRANSFORMS, AGGREGATES))):
-            return train, [c for c in combos if c in heldout]
-    raise RuntimeError("could not split the combinations so that training covers every part")
-
-
-def _specs_for(combo: tuple[str, str, str], rng: random.Random, count: int) -> list[TaskSpec]:
-    """Up to ``count`` distinct tasks of one combination (fewer when it has fewer parameter choices)."""
+def variants(combo: tuple[str, str, str]) -> list[TaskSpec]:
+    """Every parameterisation of a combination (each K its filter and transform use), in a fixed order."""
     f, t, a = combo
     fks = list(K_VALUES) if _uses_k(FILTERS[f][1]) else [0]
     tks = list(K_VALUES) if _uses_k(TRANSFORMS[t][1]) else [0]
-    choices = [TaskSpec(f, t, a, fk, tk) for fk in fks for tk in tks]
-    return rng.sample(choices, min(count, len(choices)))
+    return [TaskSpec(f, t, a, fk, tk) for fk in fks for tk in tks]
+
+
+# -- the no-leak check ------------------------------------------------------------------------------
+#
+# A held-out task leaks when the reference program of some training task passes it: "Print the count"
+# ignores the transform, "divisible by 2" is "even", "absolute value" of positives is the identity...
+# A policy that only memorised training programs would score on such a task. The split below keeps a
+# held-out task only if *no* parameterisation of *any* training combination (a superset of the
+# training tasks: the policy is taught to copy K from the statement) agrees with it on a battery of
+# random inputs, and only with tests that every such program fails.
+
+
+def _random_line(rng: random.Random) -> list[int]:
+    return [rng.randint(*VALUE_RANGE) for _ in range(rng.randint(*LENGTH_RANGE))]
+
+
+#: Random inputs (the tests' distribution) on which held-out tasks are compared with training programs.
+BATTERY_SIZE = 256
+#: A training program that agrees with a held-out task on more than this fraction of the battery
+#: nearly solves it (e.g. "keep those greater than 5, add 3, maximum" vs "add 3, maximum": they differ
+#: only when no number exceeds 5); such a task is not held out. Measured: 1.0 left held-out tasks
+#: whose 4 random tests every such program passes ~94% of the time, so their tests had to be hand-picked.
+MAX_AGREEMENT = 0.9
+
+
+@functools.lru_cache(maxsize=1)
+def _battery() -> tuple[tuple[int, ...], ...]:
+    rng = random.Random("battery")
+    lines: dict[tuple[int, ...], None] = {}  # distinct, in drawing order
+    while len(lines) < BATTERY_SIZE:
+        lines[tuple(_random_line(rng))] = None
+    return tuple(lines)
+
+
+def _program_output(spec: TaskSpec, kept: list[int]) -> str | None:
+    """What ``spec``'s reference program prints for these kept numbers; None when it crashes (max of nothing)."""
+    try:
+        return AGGREGATES[spec.aggregate][2](kept)
+    except ValueError:
+        return None
+
+
+class _Outputs:
+    """Outputs of every task variant of the family on a list of inputs, as interned ids (one row per variant)."""
+
+    def __init__(self, inputs: Sequence[Sequence[int]]):
+        self.specs = [v for c in all_combinations() for v in variants(c)]
+        self.row = {s: i for i, s in enumerate(self.specs)}
+        ids: dict[str | None, int] = {}
+        table = np.empty((len(self.specs), len(inputs)), dtype=np.int32)
+        for j, numbers in enumerate(inputs):
+            kept: dict[tuple, list[int]] = {}  # filter + transform are shared by the 7 aggregates
+            for i, s in enumerate(self.specs):
+                key = (s.filter, s.filter_k, s.transform, s.transform_k)
+                if key not in kept:
+                    kept[key] = s.kept(list(numbers))
+                table[i, j] = ids.setdefault(_program_output(s, kept[key]), len(ids))
+        self.table = table
+        self.inputs = inputs
+        self._keeps: dict[tuple[str, int], np.ndarray] = {}
+
+    def keeps(self, spec: TaskSpec) -> np.ndarray:
+        """Which inputs ``spec``'s filter keeps a number of (the only inputs its tests use)."""
+        key = (spec.filter, spec.filter_k)
+        if key not in self._keeps:
+            self._keeps[key] = np.array([bool(spec.kept(list(x))) for x in self.inputs])
+        return self._keeps[key]
+
+    def agreement(self, spec: TaskSpec) -> np.ndarray:
+        """Per variant, the fraction of the inputs ``spec``'s filter keeps a number of on which its
+        program prints what ``spec`` expects."""
+        keep = self.keeps(spec)
+        agree = (self.table == self.table[self.row[spec]]) & keep
+        return agree.sum(axis=1) / max(int(keep.sum()), 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _battery_outputs() -> _Outputs:
+    return _Outputs(_battery())
+
+
+@dataclass(frozen=True)
+class TaskSplit(Generic[T]):
+    """Training, validation and test tasks (specs or problems). Validation is for tuning and model
+    selection; the test split is what a run reports."""
+
+    train: list[T]
+    validation: list[T]
+    test: list[T]
+
+
+def split_combinations(seed: int, n_heldout: int) -> tuple[list[tuple[str, str, str]], list[tuple[TaskSpec, ...]]]:
+    """(training combinations, held-out candidates): ``n_heldout`` combinations taken out of training,
+    each with its parameterisations that no training program solves (at least one).
+
+    Greedy, in a seeded random order: a combination moves from training to held-out when every
+    filter, transform and aggregate stays in training and some parameterisation of it disagrees with
+    every parameterisation of every remaining training combination on more than ``1 - MAX_AGREEMENT``
+    of the battery. Training only shrinks afterwards, so an accepted combination stays leak-free.
+    """
+    combos = all_combinations()
+    if not 0 < n_heldout <= len(combos) // 2:
+        raise ValueError(f"n_heldout must be in 1..{len(combos) // 2} so training keeps most combinations, got {n_heldout}")
+    outputs = _battery_outputs()
+    index = {c: i for i, c in enumerate(combos)}
+    combo_of_row = np.array([index[s.combination] for s in outputs.specs])
+    in_train = np.ones(len(combos), dtype=bool)
+    uses = {i: collections.Counter(c[i] for c in combos) for i in range(3)}
+    held: list[tuple[TaskSpec, ...]] = []
+    for ci in random.Random(f"split-{seed}").sample(range(len(combos)), len(combos)):
+        if len(held) == n_heldout:
+            break
+        combo = combos[ci]
+        if any(uses[i][part] == 1 for i, part in enumerate(combo)):
+            continue  # the last training combination with this part
+        in_train[ci] = False
+        ok = tuple(v for v in variants(combo) if not in_train[combo_of_row[outputs.agreement(v) > MAX_AGREEMENT]].any())
+        if not ok:
+            in_train[ci] = True
+            continue
+        held.append(ok)
+        for i, part in enumerate(combo):
+            uses[i][part] -= 1
+    if len(held) < n_heldout:
+        raise RuntimeError(f"only {len(held)} leak-free held-out combinations exist for seed {seed}; ask for fewer")
+    return [c for ci, c in enumerate(combos) if in_train[ci]], held
 
 
 def make_task_specs(
-    seed: int = 0, *, per_train_combination: int = 3, n_heldout: int = 48, heldout_fraction: float = 0.15
-) -> tuple[list[TaskSpec], list[TaskSpec]]:
-    """(train, held-out) task specs: see :func:`make_tasks`."""
-    train_combos, heldout_combos = split_combinations(seed, heldout_fraction)
+    seed: int = 0, *, per_train_combination: int = 3, n_validation: int = 48, n_test: int = 48
+) -> TaskSplit[TaskSpec]:
+    """Task specs of the split: see :func:`make_split`."""
+    train_combos, held = split_combinations(seed, n_validation + n_test)
     rng = random.Random(f"tasks-{seed}")
-    train = [s for c in train_combos for s in _specs_for(c, rng, per_train_combination)]
+    train = [s for c in train_combos for s in rng.sample(variants(c), min(per_train_combination, len(variants(c))))]
     rng.shuffle(train)
-    picked = rng.sample(heldout_combos, min(n_heldout, len(heldout_combos)))
-    heldout = [_specs_for(c, rng, 1)[0] for c in picked]
-    return train, heldout
+    picked = [rng.choice(ok) for ok in held]
+    return TaskSplit(train, picked[n_test:], picked[:n_test])
 
 
 def to_problem(spec: TaskSpec, split: str, tests: list[TestCase]):
@@ -219,40 +335,59 @@ def to_problem(spec: TaskSpec, split: str, tests: list[TestCase]):
     )
 
 
-def make_tasks(
-    seed: int = 0,
-    *,
-    per_train_combination: int = 3,
-    n_heldout: int = 48,
-    n_tests: int = 4,
-    heldout_fraction: float = 0.15,
-):
-    """The embedded task set: ``(train, heldout)`` lists of :class:`codealign.problems.Problem`
-    (``split`` labels ``"train"`` and ``"test"``: the held-out tasks are the evaluation split).
+def heldout_tests(spec: TaskSpec, training: Sequence[tuple[str, str, str]], rng: random.Random, n_tests: int) -> list[TestCase]:
+    """``n_tests`` tests for a held-out task that every program of every ``training`` combination (any K)
+    fails: distinct battery inputs on which the task's filter keeps a number, redrawn until no such
+    program passes them all (:func:`split_combinations` made sure each one fails >= 10% of them)."""
+    outputs = _battery_outputs()
+    train_rows = np.array([outputs.row[v] for c in training for v in variants(c)])
+    usable = np.flatnonzero(outputs.keeps(spec)).tolist()
+    for _ in range(1000):
+        cols = rng.sample(usable, n_tests)
+        expected = outputs.table[outputs.row[spec], cols]
+        if not (outputs.table[np.ix_(train_rows, cols)] == expected).all(axis=1).any():
+            lines = [list(outputs.inputs[i]) for i in cols]
+            return [TestCase(input=" ".join(map(str, x)) + "\n", output=reference_output(spec, x) + "\n") for x in lines]
+    raise RuntimeError(f"no {n_tests} battery inputs tell {spec.task_id} from every training program")
 
-    Deterministic given ``seed``. 448 combinations exist (8 filters x 8 transforms x 7 aggregates);
-    ``heldout_fraction`` of them are held out. Training gets up to ``per_train_combination`` tasks
-    (distinct parameters K) of each remaining combination; held-out gets one task from each of
-    ``n_heldout`` held-out combinations. Each task has ``n_tests`` random tests.
+
+def make_split(
+    seed: int = 0, *, per_train_combination: int = 3, n_validation: int = 48, n_test: int = 48, n_tests: int = 4
+) -> TaskSplit:
+    """The embedded task set: training, validation and test :class:`codealign.problems.Problem` lists.
+
+    Deterministic given ``seed``. 448 combinations exist (8
+    filters x 8 transforms x 7 aggregates); ``n_validation + n_test`` of them are held out (see
+    :func:`split_combinations`), one task each, and never appear in training. Training gets up to
+    ``per_train_combination`` tasks (distinct K) of every other combination. Each task has ``n_tests``
+    random tests; no reference program of any training combination (any K) passes all tests of a
+    validation or test task, nor agrees with it on more than 90% of a battery of random inputs.
     """
-    train_specs, heldout_specs = make_task_specs(
-        seed, per_train_combination=per_train_combination, n_heldout=n_heldout, heldout_fraction=heldout_fraction
-    )
+    split = _make_split(seed, per_train_combination, n_validation, n_test, n_tests)
+    return TaskSplit(list(split.train), list(split.validation), list(split.test))  # the caller's own lists
+
+
+@functools.lru_cache(maxsize=4)  # ~1.5 s to build; a run and its evaluation ask for the same split
+def _make_split(seed: int, per_train_combination: int, n_validation: int, n_test: int, n_tests: int) -> TaskSplit:
+    specs = make_task_specs(seed, per_train_combination=per_train_combination, n_validation=n_validation, n_test=n_test)
     rng = random.Random(f"tests-{seed}")
-    train = [to_problem(s, "train", make_tests(s, rng, n_tests)) for s in train_specs]
-    heldout = [to_problem(s, "test", make_tests(s, rng, n_tests)) for s in heldout_specs]
-    return train, heldout
+    train = [to_problem(s, "train", make_tests(s, rng, n_tests)) for s in specs.train]
+    training = sorted({s.combination for s in specs.train})
+    held = {
+        name: [to_problem(s, name, heldout_tests(s, training, rng, n_tests)) for s in getattr(specs, name)]
+        for name in ("validation", "test")
+    }
+    return TaskSplit(train, held["validation"], held["test"])
+
+
+#: Names :func:`split_problems` accepts for each split.
+SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test", "heldout": "test", "held-out": "test"}
 
 
 def split_problems(split: str = "test", seed: int = 0) -> list:
-    """One split of the family exactly as ``codealign train`` draws it (:func:`make_tasks` with its
-    defaults): ``"train"``, or ``"test"``, the held-out evaluation split (``"heldout"`` is the same).
-
-    Selects by each problem's ``split`` label, so it follows :func:`make_tasks` whatever splits it makes.
-    """
-    wanted = "test" if split in ("heldout", "held-out") else split
-    problems = [p for group in make_tasks(seed) for p in group]
-    chosen = [p for p in problems if p.split == wanted]
-    if not chosen:
-        raise ValueError(f"the synthetic task family has no split {split!r}; use one of {sorted({p.split for p in problems})}")
-    return chosen
+    """One split of the family exactly as ``codealign train`` draws it (:func:`make_split` with its
+    defaults), by name: ``"train"``, ``"validation"`` (``"val"``: for tuning) or ``"test"`` (the
+    evaluation split; ``"heldout"`` is the same)."""
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"the synthetic task family has no split {split!r}; use one of train, validation, test")
+    return getattr(make_split(seed), SPLIT_NAMES[split])

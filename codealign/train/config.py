@@ -10,6 +10,7 @@ value and why it differs. ``configs/qwen2.5-coder-*.yaml`` restore the paper's v
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -87,16 +88,27 @@ class ModelConfig(_Strict):
 
 
 class TasksConfig(_Strict):
-    """Where training and held-out problems come from."""
+    """Where training, validation and test problems come from.
+
+    Tune on validation, report test: ``metrics.jsonl`` round rows carry ``test_pass@k`` (and its
+    alias ``eval_pass@k``) and ``val_pass@k``, each with its standard error.
+    """
 
     dataset: str = Field(
         "synthetic",
-        description="'synthetic' (the embedded generated task family, disjoint train/held-out) or a dataset name/path for codealign.loaders.load_problems.",
+        description="'synthetic' (the embedded generated task family with its own train / validation / test split, "
+        "codealign.synthetic_tasks.make_split) or a dataset name/path for codealign.loaders.load_problems.",
     )
     train_split: str = "train"
-    eval_split: str = Field("test", description="Held-out split for a real dataset (ignored for 'synthetic').")
+    eval_split: str = Field("test", description="Test split of a real dataset: what eval_pass@k / test_pass@k report (ignored for 'synthetic').")
+    val_split: str | None = Field(
+        None, description="Validation split of a real dataset (tune on it; val_pass@k); None = no validation. Ignored for 'synthetic'."
+    )
     max_train_problems: int | None = Field(None, gt=0)
-    max_eval_problems: int | None = Field(48, gt=0, description="Held-out problems evaluated each round.")
+    max_eval_problems: int | None = Field(48, gt=0, description="Test problems evaluated each round (synthetic: 48 exist).")
+    max_val_problems: int | None = Field(
+        48, ge=0, description="Validation problems evaluated each round (synthetic: 48 exist); 0 = skip the validation evaluation."
+    )
     seed: int = Field(0, description="Seed of the generated task family (which combinations are held out).")
 
 
@@ -204,10 +216,24 @@ class EvalConfig(_Strict):
 
 
 class PPOConfig(_Strict):
-    """PPO as in Xu et al. (2024) / ReaLHF, with the paper's three factors as switches."""
+    """PPO as in Xu et al. (2024) / ReaLHF, with the paper's three factors as switches.
 
-    beta: float = Field(0.1, ge=0, description="Per-token KL penalty coefficient in the reward. Paper: 0.1.")
-    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="KL estimator in the reward (ReaLHF: k1 = log p - log ref).")
+    The critic-free algorithms (``algo`` grpo, drgrpo, rloo, reinforce++; codealign/train/advantages.py)
+    share this section: rollouts, the clipped loss, mini-batches, optimizer, EMA reference. They build
+    no critic, so ``lam``, ``value_clip``, ``critic_lr`` and factor 1 (``advantage_normalization``: they
+    normalise advantages their own way) apply to ``ppo`` only; ``beta`` and ``kl_estimator`` default per
+    algorithm (``ALGO_DEFAULTS``).
+    """
+
+    beta: float = Field(
+        0.1,
+        ge=0,
+        description="KL penalty coefficient. PPO (paper 0.1), RLOO and REINFORCE++: per-token KL in the reward; GRPO "
+        "and Dr.GRPO: a per-token KL term in the loss. Default per algorithm: ALGO_DEFAULTS.",
+    )
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(
+        "k1", description="KL estimator (ReaLHF, in the reward: k1 = log p - log ref; GRPO, in the loss: k3)."
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="Discount. Paper: 1.0.")
     lam: float = Field(1.0, ge=0, le=1, description="GAE lambda. Paper: 1.0.")
     ratio_clip: float = Field(0.2, gt=0, description="PPO ratio clip epsilon. ReaLHF: 0.2.")
@@ -303,20 +329,40 @@ class LogConfig(_Strict):
     plot: bool = Field(True, description="DIR/curves.png: reward and held-out pass@1 across rounds.")
 
 
-DEFAULT_STEPS_PER_ROUND = {"ppo": 32, "dpo": 64}
+#: Per-algorithm defaults, applied beneath whatever the YAML file, --set and the flags give (an explicit
+#: value always wins); the resolved values are saved in DIR/config.json. Sources:
+#: * grpo: DeepSeekMath (Shao et al. 2024), beta 0.04 on a k3 KL term in the loss;
+#: * drgrpo: Liu et al. 2025 (Dr.GRPO) train without a KL term: beta 0;
+#: * rloo: KL in the sequence reward, beta 0.05 (TRL's RLOOConfig.kl_coef; Ahmadian et al. 2024 put it there too);
+#: * reinforce++: per-token KL in the reward, beta 0.01 (OpenRLHF's REINFORCE++ examples, Hu 2025);
+#: * steps_per_round on the tiny CPU run: see TrainConfig.steps_per_round.
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"steps_per_round": 32},
+    "dpo": {"steps_per_round": 64},
+    "grpo": {"steps_per_round": 32, "ppo": {"beta": 0.04, "kl_estimator": "k3"}},
+    "drgrpo": {"steps_per_round": 32, "ppo": {"beta": 0.0, "kl_estimator": "k3"}},
+    "rloo": {"steps_per_round": 32, "ppo": {"beta": 0.05}},
+    "reinforce++": {"steps_per_round": 32, "ppo": {"beta": 0.01}},
+}
+#: The algorithms PPO's trainer runs (every one but DPO): their estimators are in advantages.ESTIMATORS.
+PPO_FAMILY = ("ppo", "grpo", "drgrpo", "rloo", "reinforce++")
 
 
 class TrainConfig(_Strict):
     """Everything ``codealign train`` needs."""
 
-    algo: Literal["ppo", "dpo"] = "ppo"
+    algo: Literal["ppo", "dpo", "grpo", "drgrpo", "rloo", "reinforce++"] = Field(
+        "ppo",
+        description="ppo (GAE + critic), dpo (DPO / DPO-Iter), or a critic-free estimator sharing PPO's rollouts and "
+        "clipped loss: grpo (Shao et al. 2024), drgrpo (Liu et al. 2025), rloo (Ahmadian et al. 2024), reinforce++ (Hu 2025).",
+    )
     rounds: int = Field(4, ge=0, description="Rounds after round 0 (each: steps_per_round updates, then eval).")
     steps_per_round: int = Field(
         None,  # filled in by _default_steps: the algorithm's own default
         gt=0,
-        description="Sample-judge-update steps per round. Default per algorithm on the tiny run: PPO 32 (a round "
-        "is ~75 s on 2 cores), DPO 64 (a DPO step updates on its pairs only, so a round costs ~55 s; 32 steps "
-        "learned too little in four rounds, measured).",
+        description="Sample-judge-update steps per round. Default per algorithm on the tiny run (ALGO_DEFAULTS): PPO "
+        "and the critic-free ones 32 (a PPO round is ~75 s on 2 cores), DPO 64 (a DPO step updates on its pairs only, "
+        "so a round costs ~55 s; 32 steps learned too little in four rounds, measured).",
     )
     out: str = Field("runs/train", description="Output directory (metrics.jsonl, checkpoints, curves.png).")
     seed: int = 0
@@ -338,10 +384,11 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_steps(cls, data: Any) -> Any:
+    def _algo_defaults(cls, data: Any) -> Any:
         algo = data.get("algo", "ppo") if isinstance(data, dict) else None
-        if algo in DEFAULT_STEPS_PER_ROUND and data.get("steps_per_round") is None:  # a bad algo: the field's own error
-            data = {**data, "steps_per_round": DEFAULT_STEPS_PER_ROUND[algo]}
+        if algo in ALGO_DEFAULTS:  # a bad algo: the field's own error
+            given = {k: v for k, v in data.items() if v is not None}
+            data = deep_merge(ALGO_DEFAULTS[algo], given)
         return data
 
     @model_validator(mode="after")
@@ -410,11 +457,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(
-    config_path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any
+    config_path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None, **fields: Any
 ) -> TrainConfig:
-    """Defaults <- YAML file <- ``--set`` overrides <- explicit fields (the CLI's --algo/--rounds/--out,
-    skipped when None). Raises :class:`ConfigError` with the offending field on any bad value."""
-    data: dict[str, Any] = load_yaml(config_path) if config_path else {}
+    """``base`` (default: the pydantic defaults; a resumed run's saved config) <- YAML file <- ``--set``
+    overrides <- explicit fields (the CLI's --algo/--rounds/--out, skipped when None). Raises
+    :class:`ConfigError` with the offending field on any bad value."""
+    data: dict[str, Any] = deep_merge(base or {}, load_yaml(config_path) if config_path else {})
     for text in overrides or []:
         data = deep_merge(data, parse_override(text))
     data = deep_merge(data, {k: v for k, v in fields.items() if v is not None})
@@ -426,3 +474,39 @@ def build_config(
             where = ".".join(str(p) for p in err["loc"]) or "config"
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid training config:\n" + "\n".join(lines)) from None
+
+
+#: What a resumed run may not change: its checkpoints and its round-0 policy were made with these.
+FIXED_ON_RESUME = ("algo", "seed", "model", "tasks", "sft")
+
+
+def resume_config(
+    out: str | Path, config_path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any
+) -> tuple[TrainConfig, list[str]]:
+    """The config a resumed run continues with: the one saved in ``out/config.json``, changed only by
+    what the caller gives explicitly (a YAML file, ``--set``, ``--rounds``...). Returns the config and
+    the changes as ``"field: old -> new"`` lines. A change of a :data:`FIXED_ON_RESUME` field is an error."""
+    saved_file = Path(out) / "config.json"
+    if not saved_file.is_file():
+        raise ConfigError(f"--resume: {out} holds no run (no config.json); start one without --resume")
+    saved = json.loads(saved_file.read_text())
+    cfg = build_config(config_path, overrides, base=saved, **{**fields, "out": str(out)})
+    before, after = _flatten(TrainConfig.model_validate(saved).model_dump()), _flatten(cfg.model_dump())
+    changed = [k for k in after if before.get(k) != after[k]]
+    fixed = [k for k in changed if k.split(".")[0] in FIXED_ON_RESUME]
+    if fixed:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(fixed)}: the run's checkpoints and round-0 policy were made with "
+            f"the saved values; start a new run (another --out) instead"
+        )
+    return cfg, [f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -118,13 +118,19 @@ def gae(
 
 
 def ppo_policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = 0.2,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate, summed over valid tokens (the caller divides by the token count it wants, so
-    gradient accumulation and multi-process averaging stay exact).
+    """Clipped surrogate, summed over valid tokens, each weighted by ``weight`` (default ``mask``; the
+    caller divides by the count it wants, so gradient accumulation and multi-process averaging stay
+    exact; see ``advantages.loss_weights``).
 
     L = -min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t),  r_t = exp(logp_t - old_logp_t).
-    Returns (sum of L over valid tokens, stats with token sums: clipped count, approx-KL sum).
+    Returns (weighted sum of L, stats with plain token sums: L, clipped count, approx-KL).
     """
     ratio = torch.exp(logp - old_logp)
     unclipped = -adv * ratio
@@ -132,10 +138,11 @@ def ppo_policy_loss(
     loss = torch.maximum(unclipped, clipped)
     with torch.no_grad():
         stats = {
+            "loss": masked_sum(loss, mask),
             "clipped": masked_sum((clipped > unclipped).float(), mask),
             "approx_kl": masked_sum(0.5 * (logp - old_logp) ** 2, mask),
         }
-    return masked_sum(loss, mask), stats
+    return masked_sum(loss, mask if weight is None else weight), stats
 
 
 def value_loss(

@@ -1,14 +1,16 @@
 """The round loop of ``codealign train``.
 
-Round 0: build (or load) the policy, warm-start it by SFT if configured, evaluate it on the held-out
-problems, checkpoint. Rounds 1..R: ``steps_per_round`` times (draw problems -> sample -> judge ->
-reward -> update), then evaluate held-out pass@1 / pass@k and checkpoint.
+Round 0: build (or load) the policy, warm-start it by SFT if configured, evaluate it on the test and
+validation problems, checkpoint. Rounds 1..R: ``steps_per_round`` times (draw training problems ->
+sample -> judge -> reward -> update), then evaluate test and validation pass@1 / pass@k and checkpoint.
 
 Files in ``out``:
 
 * ``metrics.jsonl``: one JSON object per line. Per-step rows ``{"type": "step", "step", "train_round",
   reward_mean, kl, losses, clip_frac, entropy, tokens/s, ...}``; one row per round
-  ``{"type": "round", "round": int, "eval_pass@1": float in [0, 1], "eval_pass@k"..., ...}``
+  ``{"type": "round", "round": int, "eval_pass@1": float in [0, 1], "eval_pass@k"..., "test_pass@k",
+  "test_pass@k_se", "val_pass@k", "val_pass@k_se", ...}`` where ``eval_pass@k`` is the test split's
+  pass@k (``test_pass@k``; the key external tools read) and ``_se`` its standard error over problems
   (only round rows carry the key ``"round"``);
 * ``config.json`` (the resolved config), ``curves.png`` (reward and pass@1 per round), ``tb/``
   (TensorBoard, when installed), ``checkpoints/round_NNNN/`` (the newest complete rounds),
@@ -96,7 +98,8 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def plot_curves(out: Path) -> Path | None:
-    """``curves.png``: mean training reward and held-out pass@1 per round."""
+    """``curves.png``: test pass@1 (band: +- one standard error), validation pass@1 and mean training
+    reward per round."""
     rows = [r for r in read_metrics(out) if r.get("type") == "round"]
     if not rows:
         return None
@@ -108,11 +111,18 @@ def plot_curves(out: Path) -> Path | None:
 
     fig, ax1 = plt.subplots(figsize=(6, 3.5))
     rounds = [r["round"] for r in rows]
-    ax1.plot(rounds, [r["eval_pass@1"] for r in rows], "o-", color="tab:blue", label="held-out pass@1")
+    test = [r["eval_pass@1"] for r in rows]
+    ax1.plot(rounds, test, "o-", color="tab:blue", label="test pass@1")
+    if all("test_pass@1_se" in r for r in rows):
+        se = [r["test_pass@1_se"] for r in rows]
+        ax1.fill_between(rounds, [m - e for m, e in zip(test, se)], [m + e for m, e in zip(test, se)], color="tab:blue", alpha=0.2)
+    if all("val_pass@1" in r for r in rows):
+        ax1.plot(rounds, [r["val_pass@1"] for r in rows], "^:", color="tab:green", label="validation pass@1")
     ax1.set_xlabel("round")
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax1.set_ylabel("held-out pass@1", color="tab:blue")
+    ax1.set_ylabel("pass@1", color="tab:blue")
     ax1.set_ylim(0, 1)
+    ax1.legend(loc="upper left", fontsize=8)
     with_reward = [r for r in rows if r.get("reward_mean") is not None]
     if with_reward:
         ax2 = ax1.twinx()
@@ -130,27 +140,32 @@ def plot_curves(out: Path) -> Path | None:
 
 
 def load_tasks(cfg: TrainConfig):
-    """(train problems, held-out problems); disjoint by construction for 'synthetic'."""
+    """The run's :class:`codealign.synthetic_tasks.TaskSplit` (train, validation, test problems), cut to
+    the configured sizes. 'synthetic': the family's own split (no held-out task leaks from training);
+    a real dataset: its ``train_split`` / ``val_split`` / ``eval_split``, checked disjoint by id."""
+    from codealign.synthetic_tasks import TaskSplit
+
     t = cfg.tasks
     if t.dataset == "synthetic":
-        from codealign.synthetic_tasks import make_tasks
+        from codealign.synthetic_tasks import make_split
 
-        train, heldout = make_tasks(seed=t.seed)
+        split = make_split(seed=t.seed)
     else:
         from codealign.loaders import load_problems
 
-        train = load_problems(t.dataset, split=t.train_split)
-        heldout = load_problems(t.dataset, split=t.eval_split)
-        overlap = {p.id for p in train} & {p.id for p in heldout}
-        if overlap:
-            raise ValueError(f"{len(overlap)} problems are in both the training and the held-out split, e.g. {sorted(overlap)[:3]}")
-    if t.max_train_problems:
-        train = train[: t.max_train_problems]
-    if t.max_eval_problems:
-        heldout = heldout[: t.max_eval_problems]
-    if not train or not heldout:
-        raise ValueError(f"need training and held-out problems; got {len(train)} and {len(heldout)}")
-    return train, heldout
+        named = {"train": t.train_split, "validation": t.val_split, "test": t.eval_split}
+        loaded = {k: load_problems(t.dataset, split=v) if v else [] for k, v in named.items()}
+        split = TaskSplit(**loaded)
+        for a, b in (("train", "test"), ("train", "validation"), ("validation", "test")):
+            overlap = {p.id for p in getattr(split, a)} & {p.id for p in getattr(split, b)}
+            if overlap:
+                raise ValueError(f"{len(overlap)} problems are in both the {a} and the {b} split, e.g. {sorted(overlap)[:3]}")
+    cut = lambda problems, n: problems if n is None else problems[:n]  # noqa: E731
+    split = TaskSplit(cut(split.train, t.max_train_problems), cut(split.validation, t.max_val_problems),
+                      cut(split.test, t.max_eval_problems))
+    if not split.train or not split.test:
+        raise ValueError(f"need training and test problems; got {len(split.train)} and {len(split.test)}")
+    return split
 
 
 def initial_policy(cfg: TrainConfig, train_problems, log=print, device="cpu"):
@@ -181,12 +196,18 @@ def draw_problems(problems: list, k: int, step: int, seed: int, rank: int, world
     return picked[rank::world]
 
 
-def evaluate(policy, eval_problems, collector, cfg: TrainConfig, acc, round_index: int) -> dict[str, float]:
-    """Held-out pass@k: ``eval.n`` samples per problem at the evaluation temperature, unbiased
-    estimator (``codealign.metrics``). The same sampling seed every round (common random numbers)."""
+#: The splits a round evaluates: metrics.jsonl key prefix, TaskSplit field, offset of its sampling seed.
+EVAL_SPLITS = (("test", "test", 17), ("val", "validation", 29))
+
+
+def evaluate(policy, problems, collector, cfg: TrainConfig, acc, prefix: str, seed_offset: int) -> dict[str, float]:
+    """pass@k on ``problems``: ``eval.n`` samples per problem at the evaluation temperature, unbiased
+    estimator with its standard error over problems (``codealign.metrics``). Keys ``{prefix}_pass@k``,
+    ``{prefix}_pass@k_se``, ``{prefix}_problems``, ``{prefix}_samples``, ``{prefix}_s``. The same
+    sampling seed every round (common random numbers: round-to-round changes are not sampling luck)."""
     from accelerate.utils import gather_object
 
-    from codealign.metrics import mean_pass_at_k
+    from codealign.metrics import mean_pass_at_k, pass_at_k_se
     from codealign.samplers.base import SamplingParams
 
     ev = cfg.eval
@@ -194,9 +215,9 @@ def evaluate(policy, eval_problems, collector, cfg: TrainConfig, acc, round_inde
         max_new_tokens=cfg.sampling.max_new_tokens,
         temperature=cfg.sampling.temperature if ev.temperature is None else ev.temperature,
         top_p=cfg.sampling.top_p,
-        seed=cfg.seed * 7919 + 17 + acc.process_index,
+        seed=cfg.seed * 7919 + seed_offset + acc.process_index,
     )
-    shard = eval_problems[acc.process_index :: acc.num_processes]
+    shard = problems[acc.process_index :: acc.num_processes]
     t0 = time.perf_counter()
     # every process samples, even with an empty shard: a sharded policy is gathered collectively
     rollouts = collector(shard, policy, n=ev.n, params=params)
@@ -205,28 +226,27 @@ def evaluate(policy, eval_problems, collector, cfg: TrainConfig, acc, round_inde
         by_problem.setdefault(r.problem_id, []).append(r)
     counts = [(len(v), sum(r.passed for r in v)) for v in by_problem.values()]
     counts = gather_object(counts) if acc.num_processes > 1 else counts
-    pk = mean_pass_at_k(counts, ev.ks)
-    row = {f"eval_pass@{k}": float(v) for k, v in sorted(pk.items())}
-    row.update({"eval_problems": len(counts), "eval_samples": sum(n for n, _ in counts), "eval_s": time.perf_counter() - t0})
+    pk, se = mean_pass_at_k(counts, ev.ks), pass_at_k_se(counts, ev.ks)
+    row = {f"{prefix}_pass@{k}": float(v) for k, v in sorted(pk.items())}
+    row.update({f"{prefix}_pass@{k}_se": float(v) for k, v in sorted(se.items())})
+    row.update({f"{prefix}_problems": len(counts), f"{prefix}_samples": sum(n for n, _ in counts), f"{prefix}_s": time.perf_counter() - t0})
     return row
 
 
 # -- the loop ----------------------------------------------------------------------------------------
 
 
-def prepare_out_dir(cfg: TrainConfig, resume: bool) -> TrainConfig:
-    """Create ``out``; on resume, continue with the config saved there (only ``rounds`` may grow)."""
+def prepare_out_dir(cfg: TrainConfig, resume: bool) -> None:
+    """Create ``out``; refuse to start over a run, or to resume where there is none. (A resumed run's
+    config is ``config.resume_config``'s: the saved one, changed only by explicit flags.)"""
     out = Path(cfg.out)
-    saved = out / "config.json"
     if resume:
-        if not saved.exists():
+        if not (out / "config.json").exists():
             raise FileNotFoundError(f"--resume: {out} holds no run (no config.json); start one without --resume")
-        old = TrainConfig.model_validate_json(saved.read_text())
-        return old.model_copy(update={"rounds": cfg.rounds, "out": cfg.out})
+        return
     if (out / "metrics.jsonl").exists() or latest_checkpoint(out) is not None:
         raise FileExistsError(f"{out} already holds a run; continue it with --resume or pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    return cfg
 
 
 @dataclass
@@ -237,8 +257,7 @@ class Run:
     acc: Any  # accelerate.Accelerator
     out: Path
     t_start: float  # perf_counter origin of elapsed_s (shifted back by the time of earlier attempts)
-    train_problems: list
-    eval_problems: list
+    tasks: Any  # synthetic_tasks.TaskSplit: train, validation, test problems
     tokenizer: Any
     trainer: Any  # ppo.PPO or dpo.DPO
     sampler: Any  # rollouts.PolicySampler
@@ -260,7 +279,8 @@ class Run:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run (or continue) training; returns the last round row."""
+    """Run (or continue, ``resume``) training with ``cfg``; returns the last round row. To continue
+    with a run's saved config, pass ``config.resume_config(out)[0]`` (what ``--resume`` does)."""
     run = start_run(cfg, resume)
     if not run.resumed:  # round 0: the starting policy, before any update
         evaluate_round(run, 0, {"reward_mean": None, "train_pass_rate": None})
@@ -284,23 +304,21 @@ def start_run(cfg: TrainConfig, resume: bool) -> Run:
     # mixed precision: bf16 compute, fp32 master weights (codealign/train/precision.py)
     acc = Accelerator(cpu=resolve_device(cfg.device).type == "cpu", mixed_precision=cfg.model.mixed_precision)
     if acc.is_main_process:
-        cfg = prepare_out_dir(cfg, resume)
+        prepare_out_dir(cfg, resume)
     acc.wait_for_everyone()
-    if not acc.is_main_process and resume:
-        cfg = prepare_out_dir(cfg, True)
     out = Path(cfg.out)
     if acc.is_main_process:
         (out / "config.json").write_text(cfg.model_dump_json(indent=2))
 
     t_start = time.perf_counter()
-    train_problems, eval_problems = load_tasks(cfg)
+    tasks = load_tasks(cfg)
     ckpt = latest_checkpoint(out) if resume else None
     state = json.loads((ckpt / "state.json").read_text()) if ckpt else None
     if state:  # elapsed_s counts the whole run, across resumes (time lost to the kill excluded)
         t_start -= state.get("elapsed_s", 0.0)
     torch.manual_seed(cfg.seed)
     say = print if acc.is_main_process else (lambda *a, **k: None)
-    trainer, tokenizer = build_trainer(cfg, acc, out, train_problems, ckpt, say)
+    trainer, tokenizer = build_trainer(cfg, acc, out, tasks.train, ckpt, say)
 
     # vLLM: colocated engine or server; its weights are replaced by the policy's before every sampling
     engine = build_engine(cfg.sampling, cfg.model.name_or_path, acc, cfg.seed)
@@ -312,7 +330,7 @@ def start_run(cfg: TrainConfig, resume: bool) -> Run:
     collector = Collector(sampler, tokenizer, judge, cfg.reward, params, cfg.sampling.n_per_prompt)
     log = MetricsLog(out, truncate_to=state["metrics_bytes"] if state else 0, enabled=acc.is_main_process,
                      tensorboard=cfg.log.tensorboard)
-    run = Run(cfg, acc, out, t_start, train_problems, eval_problems, tokenizer, trainer, sampler, collector, judge, log)
+    run = Run(cfg, acc, out, t_start, tasks, tokenizer, trainer, sampler, collector, judge, log)
     if state:
         say(f"resuming {out} after round {state['round']} (step {state['step']})")
         run.step, run.start_round, run.resumed = state["step"], state["round"] + 1, True
@@ -340,18 +358,23 @@ def build_trainer(cfg: TrainConfig, acc, out: Path, train_problems: list, ckpt: 
             policy.save_pretrained(start_dir)
             tokenizer.save_pretrained(start_dir)
     policy.to(acc.device)
+    from codealign.train.advantages import ESTIMATORS
+    from codealign.train.config import PPO_FAMILY
+
     critic = None
-    if cfg.algo == "ppo":  # built from the base network before LoRA wraps it; checkpointed like the policy
+    if cfg.algo in PPO_FAMILY and ESTIMATORS[cfg.algo].needs_critic:
+        # built from the base network before LoRA wraps it; checkpointed like the policy
         value_norm = RunningMoments(beta=cfg.ppo.value_norm_beta) if cfg.ppo.value_norm else None
         critic = ValueModel(policy, gradient_checkpointing=cfg.model.gradient_checkpointing, value_norm=value_norm)
     policy = prepare_policy(policy, cfg.model)
     ref = make_reference(policy)
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if cfg.algo == "ppo":
+    if cfg.algo in PPO_FAMILY:
         from codealign.train.ppo import PPO
 
-        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc, sharding=cfg.model.sharding)
+        trainer = PPO(policy, critic, ref, cfg.ppo, pad_id, acc, algo=cfg.algo,
+                      max_new_tokens=cfg.sampling.max_new_tokens, sharding=cfg.model.sharding)
     else:
         from codealign.train.dpo import DPO
 
@@ -403,16 +426,24 @@ def save_checkpoint(run: Run, round_index: int) -> None:
 
 
 def evaluate_round(run: Run, round_index: int, extra: dict) -> dict:
-    """Evaluate the current policy on the held-out problems, write the round row, print a line."""
+    """Evaluate the current policy on the test and validation problems, write the round row, print a
+    line. ``eval_pass@k`` (the key external tools read) is the test split's ``test_pass@k``."""
     policy = run.acc.unwrap_model(run.trainer.policy)
     row = {"type": "round", "round": round_index, "algo": run.cfg.algo}
     run.sampler.sync(policy)
-    row.update(evaluate(policy, run.eval_problems, run.collector, run.cfg, run.acc, round_index))
+    for prefix, field_name, seed_offset in EVAL_SPLITS:
+        problems = getattr(run.tasks, field_name)
+        if problems:
+            row.update(evaluate(policy, problems, run.collector, run.cfg, run.acc, prefix, seed_offset))
+    row.update({"eval_" + k[len("test_"):]: v for k, v in list(row.items()) if k.startswith("test_") and "_se" not in k})
     row.update(extra)
     row["elapsed_s"] = time.perf_counter() - run.t_start
     run.log.write(row)
-    run.say(f"round {round_index}: held-out pass@1 {row['eval_pass@1']:.3f}  " + "  ".join(
-        f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)))
+    shown = [f"test pass@1 {row['test_pass@1']:.3f} ± {row['test_pass@1_se']:.3f}"]
+    if "val_pass@1" in row:
+        shown.append(f"val pass@1 {row['val_pass@1']:.3f} ± {row['val_pass@1_se']:.3f}")
+    shown += [f"{k} {v:.3f}" for k, v in extra.items() if isinstance(v, float)]
+    run.say(f"round {round_index}: " + "  ".join(shown))
     run.last = row
     return row
 
@@ -424,7 +455,9 @@ def train_round(run: Run, round_index: int) -> None:
     from tqdm.auto import tqdm
 
     cfg, acc, trainer, collector = run.cfg, run.acc, run.trainer, run.collector
-    prompts_per_step = cfg.ppo.prompts_per_step if cfg.algo == "ppo" else cfg.dpo.prompts_per_step
+    from codealign.train.config import PPO_FAMILY
+
+    prompts_per_step = cfg.ppo.prompts_per_step if cfg.algo in PPO_FAMILY else cfg.dpo.prompts_per_step
     base_params = collector.params
     t_round = time.perf_counter()
     step_rows = []
@@ -434,10 +467,10 @@ def train_round(run: Run, round_index: int) -> None:
         step = run.step
         # all randomness of a step is a function of (seed, step): a resumed round replays it exactly
         torch.manual_seed(cfg.seed * 1_000_003 + step)
-        problems = draw_problems(run.train_problems, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
+        problems = draw_problems(run.tasks.train, prompts_per_step, step, cfg.seed, acc.process_index, acc.num_processes)
         collector.params = base_params.model_copy(update={"seed": cfg.seed * 1_000_003 + step * 101 + acc.process_index})
         before = (collector.timings.gen_s, collector.timings.judge_s)
-        if cfg.algo == "ppo":
+        if cfg.algo in PPO_FAMILY:
             run.sampler.sync(trainer.unwrapped_policy)
             stats = trainer.step(problems, lambda ps: collector(ps, trainer.unwrapped_policy))
         else:

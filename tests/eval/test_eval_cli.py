@@ -284,9 +284,9 @@ def test_resume_is_keyed_on_the_samples_content_and_the_settings(tmp_path, datas
 
 
 def test_synthetic_held_out_tasks_score_their_reference_solutions(tmp_path):
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_split
 
-    _, heldout = make_tasks(0)
+    heldout = make_split(0).test
     samples = tmp_path / "samples.jsonl"
     write_samples(samples, [(p.id, fenced(p.solutions["python"][0])) for p in heldout])
     proc = codealign("--samples", str(samples), "--dataset", "synthetic", "--k", "1", "--out", str(tmp_path / "out"))

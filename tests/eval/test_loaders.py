@@ -135,14 +135,15 @@ def test_a_path_that_does_not_exist_is_said_so_not_tried_on_the_hub(tmp_path):
 
 
 def test_synthetic_dataset_is_the_split_codealign_train_uses():
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_split
 
-    train, heldout = make_tasks(0)
+    split = make_split(0)
     test = load_problems("synthetic")
-    assert [p.id for p in test] == [p.id for p in heldout] and all(p.split == "test" for p in test)
-    assert [p.id for p in load_problems("synthetic", "heldout")] == [p.id for p in heldout]
-    assert [p.id for p in load_problems("synthetic", "train", limit=5)] == [p.id for p in train[:5]]
-    assert [p.id for p in load_problems("synthetic:3")] == [p.id for p in make_tasks(3)[1]]
+    assert [p.id for p in test] == [p.id for p in split.test] and all(p.split == "test" for p in test)
+    assert [p.id for p in load_problems("synthetic", "heldout")] == [p.id for p in split.test]
+    assert [p.id for p in load_problems("synthetic", "validation")] == [p.id for p in split.validation]
+    assert [p.id for p in load_problems("synthetic", "train", limit=5)] == [p.id for p in split.train[:5]]
+    assert [p.id for p in load_problems("synthetic:3")] == [p.id for p in make_split(3).test]
     with pytest.raises(DatasetFormatError, match="no split 'valid'"):
         load_problems("synthetic", "valid")
     with pytest.raises(DatasetFormatError, match="integer"):

@@ -12,6 +12,7 @@ from codealign.metrics import (
     n_at_k,
     n_at_k_once,
     pass_at_k,
+    pass_at_k_se,
     strict_accuracy,
     test_case_average as apps_test_case_average,
 )
@@ -50,6 +51,16 @@ def test_mean_pass_at_k_averages_problems_and_rejects_k_above_n():
     assert got[2] == pytest.approx((0.5 + 1 + 0) / 3)
     with pytest.raises(ValueError, match="exceeds"):
         mean_pass_at_k([(4, 1), (2, 1)], [1, 3])
+
+
+def test_pass_at_k_se_is_the_standard_error_over_problems():
+    # per-problem pass@1: 0.25, 1, 0; mean 5/12; sample variance ((1/6)^2 + (7/12)^2 + (5/12)^2) / 2
+    var = ((0.25 - 5 / 12) ** 2 + (1 - 5 / 12) ** 2 + (5 / 12) ** 2) / 2
+    assert pass_at_k_se([(4, 1), (4, 4), (4, 0)], [1])[1] == pytest.approx(math.sqrt(var / 3))
+    assert pass_at_k_se([(4, 2), (4, 2)], [1, 2]) == {1: 0.0, 2: 0.0}  # no spread between problems
+    assert pass_at_k_se([(4, 2)], [1]) == {1: 0.0}
+    with pytest.raises(ValueError, match="exceeds"):
+        pass_at_k_se([(2, 1)], [3])
 
 
 def outcome(i, public_ok, sig, correct):

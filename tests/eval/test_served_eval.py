@@ -43,11 +43,11 @@ def build_models(root: Path) -> dict[str, Path]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from codealign.prompts import completion_prompt
-    from codealign.synthetic_tasks import make_tasks, split_problems
+    from codealign.synthetic_tasks import split_problems
     from codealign.train.sft import format_response
     from codealign.train.tiny import TinyConfig, build_tiny
 
-    train, _ = make_tasks(0)
+    train = split_problems("train")
     corpus = [completion_prompt(p) for p in train[:100]] + [format_response(p.solutions["python"][0]) for p in train[:100]]
     base = build_tiny(corpus, seed=0, config=TinyConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2), cache_dir=root / "cache")
     model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)

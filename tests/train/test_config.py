@@ -75,10 +75,22 @@ def test_parse_override_nests_and_parses_yaml_values():
     assert parse_override("x=null") == {"x": None}
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "study"),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_validates(path):
     cfg = build_config(path)
     assert isinstance(cfg, TrainConfig)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "study").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_resolves(path, tmp_path):
+    from codealign.study.config import load_study, resolve, samples_per_step
+
+    study, root = load_study(path)
+    configs = resolve(study, root, tmp_path, study.seeds)
+    assert len(configs) == len(study.arms) * len(study.seeds) >= 5
+    per_round = {samples_per_step(c) * c.steps_per_round for c in configs.values()}
+    assert len(per_round) == 1  # matched on judged samples
 
 
 def test_ablation_ladder_adds_one_factor_per_step():
@@ -115,7 +127,9 @@ def test_rewards_default_partial_credit_and_penalties():
 
 
 def test_steps_per_round_defaults_per_algorithm_and_an_explicit_value_wins(tmp_path):
-    from codealign.train.config import DEFAULT_STEPS_PER_ROUND
+    from codealign.train.config import ALGO_DEFAULTS
+
+    DEFAULT_STEPS_PER_ROUND = {a: d["steps_per_round"] for a, d in ALGO_DEFAULTS.items()}
 
     assert build_config().steps_per_round == DEFAULT_STEPS_PER_ROUND["ppo"]
     assert build_config(algo="dpo").steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"] != DEFAULT_STEPS_PER_ROUND["ppo"]
@@ -126,3 +140,23 @@ def test_steps_per_round_defaults_per_algorithm_and_an_explicit_value_wins(tmp_p
     # the resolved value is saved in DIR/config.json, so a resumed run keeps it
     saved = build_config(algo="dpo").model_dump_json()
     assert TrainConfig.model_validate_json(saved).steps_per_round == DEFAULT_STEPS_PER_ROUND["dpo"]
+
+
+def test_resume_keeps_the_saved_config_and_reports_explicit_changes(tmp_path):
+    from codealign.train.config import resume_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = build_config(None, ["steps_per_round=6", "ppo.actor_lr=3e-4"], rounds=3, out=str(out))
+    (out / "config.json").write_text(saved.model_dump_json())
+    same, changes = resume_config(out)
+    assert same == saved and changes == []  # not the defaults: 3 rounds, 6 steps, lr 3e-4
+    longer, changes = resume_config(out, None, ["eval.n=16"], rounds=5)
+    assert (longer.rounds, longer.steps_per_round, longer.eval.n, longer.ppo.actor_lr) == (5, 6, 16, 3e-4)
+    assert changes == ["rounds: 3 -> 5", "eval.n: 8 -> 16"]
+    with pytest.raises(ConfigError, match="cannot change algo"):
+        resume_config(out, algo="dpo")
+    with pytest.raises(ConfigError, match="cannot change tasks.seed"):
+        resume_config(out, None, ["tasks.seed=2"])
+    with pytest.raises(ConfigError, match="holds no run"):
+        resume_config(tmp_path / "nothing")

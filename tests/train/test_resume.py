@@ -1,8 +1,11 @@
 """`codealign train --resume` after a real SIGKILL in the middle of a round.
 
-The run is a real subprocess (tiny model, real sandbox, real judging), killed once a step of round 2
-is on disk but before round 2 ends. The resumed run must rerun round 2 from its start: every round
-and every step appears exactly once, and the replayed step sees the same samples as the killed one.
+The run is a real subprocess (tiny model, real sandbox, real judging), started with `--rounds 3` and
+`--set` overrides, killed once a step of round 2 is on disk but before round 2 ends. The resumed run,
+given only `--out DIR --resume`, must continue with the saved config (3 rounds, its steps per round,
+not the defaults) and rerun round 2 from its start: every round and every step appears exactly once,
+and the replayed step sees the same samples as the killed one. Only explicit flags change a resumed
+run's config, and it says which.
 """
 
 import json
@@ -16,7 +19,7 @@ import pytest
 
 SETTINGS = [
     "steps_per_round=2", "ppo.prompts_per_step=1", "ppo.n_minibatches=1", "sampling.n_per_prompt=2",
-    "sampling.max_new_tokens=16", "eval.n=1", "eval.ks=[1]", "tasks.max_eval_problems=2", "sft.steps=2",
+    "sampling.max_new_tokens=16", "eval.n=1", "eval.ks=[1]", "tasks.max_eval_problems=2", "tasks.max_val_problems=1", "sft.steps=2",
     "log.progress=false", "log.plot=false",
 ]
 
@@ -56,9 +59,12 @@ def test_resume_after_kill_mid_round_loses_and_repeats_nothing(tmp_path):
     before = rows(out)
     assert not any(r.get("round") == 2 for r in before), "killed too late: round 2 had finished"
 
-    done = subprocess.run(cmd(out, "--resume"), env=env, capture_output=True, text=True, timeout=400)
+    resume_only = [sys.executable, "-m", "codealign", "train", "--out", str(out), "--resume"]
+    done = subprocess.run(resume_only, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stdout and "after round 1" in done.stdout
+    assert "config.json, unchanged" in done.stdout
+    assert json.loads((out / "config.json").read_text())["rounds"] == 3
     after = rows(out)
     assert [r["round"] for r in after if r.get("type") == "round"] == [0, 1, 2, 3]
     steps = [r for r in after if r.get("type") == "step"]
@@ -74,8 +80,15 @@ def test_resume_after_kill_mid_round_loses_and_repeats_nothing(tmp_path):
     assert (out / "policy" / "config.json").exists()
 
     # a second --resume of a finished run trains nothing more
-    again = subprocess.run(cmd(out, "--resume"), env=env, capture_output=True, text=True, timeout=400)
+    again = subprocess.run(resume_only, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0 and rows(out) == after
+    # an explicit flag changes the saved config, and the run says so: one more round, same steps per round
+    longer = subprocess.run(resume_only + ["--rounds", "4"], env=env, capture_output=True, text=True, timeout=400)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "changed by flags: rounds: 3 -> 4" in longer.stdout
+    extended = rows(out)
+    assert [r["round"] for r in extended if r.get("type") == "round"] == [0, 1, 2, 3, 4]
+    assert [r["step"] for r in extended if r.get("type") == "step"] == [1, 2, 3, 4, 5, 6, 7, 8]
     fresh = subprocess.run(cmd(out), env=env, capture_output=True, text=True, timeout=120)
     assert fresh.returncode == 2 and "--resume" in fresh.stderr  # never silently clobbers a run
 

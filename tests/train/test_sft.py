@@ -49,10 +49,9 @@ def test_sft_learns_the_responses_and_only_the_responses(tmp_path):
 
 
 def _problems(n: int) -> list[Problem]:
-    from codealign.synthetic_tasks import make_tasks
+    from codealign.synthetic_tasks import make_split
 
-    train, _ = make_tasks(0, n_tests=2)
-    return train[:n]
+    return make_split(0, n_tests=2).train[:n]
 
 
 def test_warm_start_tiny_trains_on_training_solutions_and_caches(tmp_path):
