@@ -687,16 +687,31 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
 
     # The program is PID 1 of its namespace, and Linux ignores signals an init sends itself unless
     # it handles them: turn the fatal ones back into "killed by signal N" (faults such as SIGSEGV
-    # come from the kernel and kill as usual; they must not get a Python-level handler).
+    # come from the kernel and kill as usual; they must not get a Python-level handler). Only the
+    # program's own process does this: a child it forks (a multiprocessing worker) gets the default
+    # dispositions back, as under python3, so a SIGTERM kills it at once and it never touches the
+    # result channel (it used to block on the nonce the first such child had taken, hanging Pool's exit).
+    program_pid = os.getpid()
+    fatal = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF)
+
+    def _default_signals() -> None:
+        for sig in fatal:
+            signal.signal(sig, signal.SIG_DFL)
+
     def _die(signum, frame):
+        if os.getpid() != program_pid:  # a child forked without the at-fork hooks (e.g. libc fork)
+            _default_signals()
+            os.kill(os.getpid(), signum)
+            return
         try:
             _report({"signal": signum})
         finally:
             os._exit(128 + signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
-                signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF):
+    for sig in fatal:
         signal.signal(sig, _die)
+    os.register_at_fork(after_in_child=_default_signals)
     import random
 
     random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)

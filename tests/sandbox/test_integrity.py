@@ -171,6 +171,36 @@ def test_the_result_channel_cannot_be_forged_or_broken(target, code, fn_name, ve
     judges_correctly(target)
 
 
+FORKS_AND_TERMINATES = r"""
+import os, signal, time, multiprocessing
+def killed_child(fork):
+    pid = fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    time.sleep(0.05)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 1000 + os.WEXITSTATUS(status)
+def f():
+    import ctypes
+    with multiprocessing.Pool(2) as p:  # __exit__ terminates the workers with SIGTERM
+        total = sum(p.map(abs, range(-4, 5)))
+    return [total, killed_child(os.fork), killed_child(ctypes.CDLL(None).fork)]
+"""
+
+
+def test_children_the_program_forks_die_by_signal_and_cannot_report(target):
+    """A child a Python program forks (multiprocessing's workers, a bare os.fork or libc's fork) dies
+    of SIGTERM as under python3, and never reports on the program's behalf: the program's own
+    returned value is judged (the child once took the report nonce, and a second child then hung)."""
+    req = RunRequest(code=FORKS_AND_TERMINATES + f"# {secrets.token_hex(4)}", fn_name="f",
+                     tests=[TestCase(input=[], output=[20, 15, 15])] * 3)
+    r = target.run(req)
+    assert r.verdict == Verdict.AC, r.tests[0]
+    judges_correctly(target)
+
+
 def test_a_compiled_program_has_no_result_channel(target):
     r = target.run(RunRequest(language="cpp", code=CPP_WRITES_FD3, tests=[T("", "")]))
     assert r.verdict == Verdict.RE and r.tests[0].stdout.split() == ["-1", "9"], r.tests[0]  # EBADF
