@@ -678,6 +678,7 @@ def _report(report: dict) -> None:
 
 
 def _run_python(code, job: dict, args, z: Zygote) -> None:
+    import _thread
     import builtins
     import types
 
@@ -688,20 +689,32 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
     # The program is PID 1 of its namespace, and Linux ignores signals an init sends itself unless
     # it handles them: turn the fatal ones back into "killed by signal N" (faults such as SIGSEGV
     # come from the kernel and kill as usual; they must not get a Python-level handler). Only the
-    # program's own process does this: a child it forks (a multiprocessing worker) gets the default
-    # dispositions back, as under python3, so a SIGTERM kills it at once and it never touches the
-    # result channel (it used to block on the nonce the first such child had taken, hanging Pool's exit).
+    # program's own process does this: a child it forks (a multiprocessing worker) starts with the
+    # default dispositions, as under python3, so a SIGTERM kills it at once and it never touches the
+    # result channel. The signals stay blocked across the fork, so one sent to a new child before its
+    # dispositions are reset waits for them (CPython drops a signal whose Python handler changed to
+    # SIG_DFL between delivery and handling: a Pool worker not yet started survived Pool's terminate).
     program_pid = os.getpid()
-    fatal = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
-             signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF)
+    fatal = {signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF}
+    masks: dict[int, set] = {}  # forking thread -> its signal mask before the fork
 
-    def _default_signals() -> None:
+    def _block_for_fork() -> None:
+        masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, fatal)
+
+    def _unblock_after_fork() -> None:
+        old = masks.pop(_thread.get_ident(), None)
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _child_after_fork() -> None:
         for sig in fatal:
             signal.signal(sig, signal.SIG_DFL)
+        _unblock_after_fork()
 
     def _die(signum, frame):
-        if os.getpid() != program_pid:  # a child forked without the at-fork hooks (e.g. libc fork)
-            _default_signals()
+        if os.getpid() != program_pid:  # a child forked without the at-fork hooks (e.g. libc's fork)
+            signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         try:
@@ -711,7 +724,7 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
 
     for sig in fatal:
         signal.signal(sig, _die)
-    os.register_at_fork(after_in_child=_default_signals)
+    os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_after_fork, after_in_child=_child_after_fork)
     import random
 
     random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
