@@ -151,6 +151,9 @@ def load_full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, stat
     optimizer fresh. Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+    if world == 1 and state and all(isinstance(k, int) for k in state.get("state", {})):
+        opt.load_state_dict(state)  # a checkpoint from before optimizer states were keyed by name
+        return
     saved = [bool(state)]
     if world > 1:
         torch.distributed.broadcast_object_list(saved, src=0)

@@ -111,3 +111,21 @@ def test_dpo_updates_in_train_mode_with_checkpointing():
     with_grad = [training for grad, training in forwards if grad]
     # 2 micro-batches x 2 layers, each forward replayed in backward
     assert with_grad and all(with_grad) and len(with_grad) == 2 * 2 * 2
+
+
+def test_an_optimizer_state_saved_by_the_previous_version_still_loads():
+    """Checkpoints written before optimizer states were keyed by parameter name hold torch's own
+    ``Optimizer.state_dict()`` (integer keys); a single-process resume loads them as they are."""
+    from codealign.train.sharding import load_full_optimizer_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    old_format = opt.state_dict()
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    load_full_optimizer_state(model, fresh, old_format, world=1)
+    for p in model.parameters():
+        assert torch.equal(fresh.state[p]["exp_avg"], opt.state[p]["exp_avg"])
+        assert float(fresh.state[p]["step"]) == 1.0
