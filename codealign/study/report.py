@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,8 @@ def summarize(out: Path, arms: list[str], seeds: list[int]) -> dict[str, Any]:
         entry["vs_first"] = t_interval(paired) if arm != first else None
         n_rounds = min((len(r["curve"]) for r in got.values()), default=0)
         entry["curve"] = [t_interval([r["curve"][i] for r in got.values()]) for i in range(n_rounds)]
+        # the same curve as each run's gain over its own round 0: seeds differ most in where they start
+        entry["gain_curve"] = [t_interval([r["curve"][i] - r["curve"][0] for r in got.values()]) for i in range(n_rounds)]
         table["arms"][arm] = entry
     return table
 
@@ -137,21 +140,25 @@ def plot_curves(table: dict[str, Any], path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, e in table["arms"].items():
-        curve = e["curve"]
-        if not curve:
-            continue
-        x = list(range(len(curve)))
-        ax.plot(x, [c["mean"] for c in curve], "o-", label=f"{name} (n={len(e['seeds'])})")
-        if all(c["low"] is not None for c in curve):
-            ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], alpha=0.15)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test pass@1 (mean over seeds, 95% CI)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "codealign study")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (("curve", "test pass@1 (mean over seeds, 95% CI)"),
+              ("gain_curve", "test pass@1 - round 0's (paired per seed, 95% CI)"))
+    for ax, (key, label) in zip(axes, panels):
+        for name, e in table["arms"].items():
+            curve = e.get(key) or []
+            if not curve:
+                continue
+            x = list(range(len(curve)))
+            ax.plot(x, [c["mean"] for c in curve], "o-", label=f"{name} (n={len(e['seeds'])})")
+            if all(c["low"] is not None for c in curve):
+                ax.fill_between(x, [c["low"] for c in curve], [c["high"] for c in curve], alpha=0.12)
+        ax.set_xlabel("round")
+        ax.set_ylabel(label, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylim(bottom=0)
+    axes[1].axhline(0, color="grey", lw=0.8)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(textwrap.fill(title or "codealign study", 110), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
