@@ -8,18 +8,25 @@ import sys
 import pytest
 
 
-@pytest.mark.slow
-def test_dpo_run_writes_round_rows_steps_plot_and_final_policy(tmp_path):
+def run_train(tmp_path, algo: str, rounds: int, sets: list[str]) -> tuple[list[dict], str]:
+    """`codealign train --algo ALGO --rounds R --out tmp_path/run --set ...` as a real process: its metrics
+    rows and its standard output."""
     out = tmp_path / "run"
-    sets = ["steps_per_round=1", "dpo.prompts_per_step=2", "sampling.n_per_prompt=2", "sampling.max_new_tokens=16",
-            "eval.n=2", "eval.ks=[1,2]", "tasks.max_eval_problems=2", "tasks.max_val_problems=2", "sft.steps=2", "log.progress=false"]
-    args = [sys.executable, "-m", "codealign", "train", "--algo", "dpo", "--rounds", "2", "--out", str(out)]
+    args = [sys.executable, "-m", "codealign", "train", "--algo", algo, "--rounds", str(rounds), "--out", str(out)]
     for s in sets:
         args += ["--set", s]
     env = {**os.environ, "CODEALIGN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()], proc.stdout
+
+
+@pytest.mark.slow
+def test_dpo_run_writes_round_rows_steps_plot_and_final_policy(tmp_path):
+    out = tmp_path / "run"
+    sets = ["steps_per_round=1", "dpo.prompts_per_step=2", "sampling.n_per_prompt=2", "sampling.max_new_tokens=16",
+            "eval.n=2", "eval.ks=[1,2]", "tasks.max_eval_problems=2", "tasks.max_val_problems=2", "sft.steps=2", "log.progress=false"]
+    rows, stdout = run_train(tmp_path, "dpo", 2, sets)
     rounds = [r for r in rows if "round" in r]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for r in rounds:
@@ -38,7 +45,7 @@ def test_dpo_run_writes_round_rows_steps_plot_and_final_policy(tmp_path):
     assert (out / "policy" / "config.json").exists() and (out / "start_policy" / "tokenizer.json").exists()
     # so that `transformers serve out/policy` samples at the requested temperature (it follows this flag)
     assert json.loads((out / "policy" / "generation_config.json").read_text())["do_sample"] is True
-    assert "done:" in proc.stdout
+    assert "done:" in stdout
 
 
 @pytest.mark.slow
@@ -48,13 +55,7 @@ def test_algo_grpo_runs_grpo_without_a_critic(tmp_path):
     sets = ["steps_per_round=2", "ppo.prompts_per_step=2", "sampling.n_per_prompt=4", "sampling.max_new_tokens=16",
             "eval.n=1", "eval.ks=[1]", "tasks.max_eval_problems=2", "tasks.max_val_problems=1", "sft.steps=2",
             "log.progress=false", "log.plot=false"]
-    args = [sys.executable, "-m", "codealign", "train", "--algo", "grpo", "--rounds", "1", "--out", str(out)]
-    for s in sets:
-        args += ["--set", s]
-    env = {**os.environ, "CODEALIGN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=400, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows, _ = run_train(tmp_path, "grpo", 1, sets)
     steps = [r for r in rows if r.get("type") == "step"]
     assert len(steps) == 2 and all(s["algo"] == "grpo" and s["n_rollouts"] == 8 for s in steps)
     assert all("kl_loss" in s and "value_loss" not in s for s in steps)
