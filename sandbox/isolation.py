@@ -2,14 +2,15 @@
 
 Python 3.11 has no ``os.unshare`` nor ``mount``, so they come from libc through ctypes. Every
 function here runs inside a sandbox worker (never in the service process): the worker calls
-``enter_worker_namespaces`` and ``build_root`` once at start, and each test's child calls
-``confine_child`` just before running the untrusted program.
+``enter_worker_namespaces`` and ``build_root`` once at start, its zygote ``forbid_new_privileges``,
+and each test's child (cloned by ``clone_sibling``) ``apply_rlimits``, chroot and a uid drop just
+before running the untrusted program.
 
 Layers and what each one stops (see docs/sandbox_engine.md):
 - network namespace (per worker, empty: only a down loopback): no socket reaches the host;
 - mount namespace (per worker) + chroot into a minimal read-only root: host files are invisible,
   nothing of the host is writable; the only writable place is the test's own tmpfs directory;
-- PID namespace (per test, made by the test's supervisor): the program is PID 1 of a namespace that
+- PID namespace (per test, made by the clone): the program is PID 1 of a namespace that
   the kernel tears down, killing every process in it, when the program exits or is killed;
 - an unprivileged uid/gid of its own (per worker), no supplementary groups, no_new_privs;
 - rlimits on CPU seconds, address space, processes, file size and open files.
@@ -55,10 +56,11 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 # Where things appear inside the sandbox root.
-INNER_TMP = "/tmp"
+INNER_TMP = "/tmp"  # read-only; holds only the work dir
+INNER_WORK = "/tmp/w"  # the program's work dir (HOME, TMPDIR): a fresh tmpfs per test
 INNER_BIN = "/sbx/bin"
 INNER_PY = "/sbx/py"  # third-party Python packages programs may import (numpy), read-only
-TMP_OPTIONS = "nr_inodes=65536,mode=755"  # the per-test /tmp (plus size=<tmp_mb>m)
+TMP_OPTIONS = "nr_inodes=65536,mode=700"  # the per-test work dir (plus size=<tmp_mb>m, uid and gid of the sandbox user)
 SHM_OPTIONS = "size=64m,nr_inodes=4096,mode=1777"  # the per-test /dev/shm
 
 
@@ -81,16 +83,19 @@ def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
-def fresh_tmpfs(path: str, options: str) -> None:
-    """Replace whatever is mounted at ``path`` by a new, empty tmpfs.
+def fresh_tmpfs(path: bytes, options: bytes) -> None:
+    """Replace whatever is mounted at ``path`` by a new, empty tmpfs (``options``: its mount data).
 
     The old one is detached at once and freed by the kernel when its last user is gone: nothing a
     program left in it (deep trees, symlinks, fifos, sockets, files or directories it chmod-ed to
-    000) can make this fail or survive it, and it takes the same time whatever the tree holds."""
-    if _libc.umount2(path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:  # EINVAL: not mounted
+    000) can make this fail or survive it, and it takes the same time whatever the tree holds.
+    Arguments are bytes: this runs after every test."""
+    if _libc.umount2(path, MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:  # EINVAL: not mounted
         err = ctypes.get_errno()
-        raise OSError(err, f"umount {path}: {os.strerror(err)}")
-    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        raise OSError(err, f"umount {path.decode()}: {os.strerror(err)}")
+    if _libc.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs -> {path.decode()}: {os.strerror(err)}")
 
 
 # Raw clone(2): Python has no way to fork straight into a new PID namespace. PyDLL keeps the GIL
@@ -133,7 +138,7 @@ def _bind_ro(src: str, dst: str) -> None:
 @dataclass
 class Root:
     path: str  # the root directory, as the worker (outside the chroot) sees it
-    tmp: str  # the writable tmpfs, outside view (INNER_TMP inside)
+    work: str  # the work dir's mount point, outside view (INNER_WORK inside)
     shm: str  # /dev/shm, outside view
 
 
@@ -143,15 +148,15 @@ _ETC_KEEP = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "ns
 _DEVICES = ("null", "zero", "random", "urandom")
 
 
-def build_root(base: str, bin_cache: str, tmp_size_mb: int, packages: dict[str, str] | None = None) -> Root:
+def build_root(base: str, bin_cache: str, packages: dict[str, str] | None = None) -> Root:
     """Build the minimal root under ``base`` (inside the worker's private mount namespace).
 
     The root is a tmpfs holding: /usr (read-only bind; /bin, /lib, ... as on the host), the
     interpreter's prefix at its own path (read-only), a few /etc files, /dev/{null,zero,random,
     urandom}, the compiled-binary cache at /sbx/bin (read-only), the third-party packages
-    ``packages`` (name -> host directory, e.g. numpy's) under /sbx/py (read-only) and a size-capped
-    writable /tmp. No /proc, /sys, /home, /root contents, /work: the service's files and processes
-    are not there.
+    ``packages`` (name -> host directory, e.g. numpy's) under /sbx/py (read-only), and the mount points
+    of the writable places the worker mounts per test: the work dir /tmp/w and /dev/shm. No /proc, /sys,
+    /home, /root contents, /work: the service's files and processes are not there.
     """
     import sys
 
@@ -191,8 +196,7 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int, packages: dict[str, 
         open(r("/dev/" + dev), "w").close()
         mount("/dev/" + dev, r("/dev/" + dev), None, MS_BIND)
     os.symlink("/proc/self/fd", r("/dev/fd"))
-    os.makedirs(r("/dev/shm"))  # POSIX semaphores/shared memory (multiprocessing); emptied after each test
-    mount("tmpfs", r("/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, SHM_OPTIONS)
+    os.makedirs(r("/dev/shm"))  # POSIX semaphores/shared memory (multiprocessing): a fresh tmpfs per test
     os.makedirs(r("/proc"))  # stays empty, except for programs that need their own /proc (the JVM)
     os.makedirs(r(INNER_BIN))
     _bind_ro(bin_cache, r(INNER_BIN))
@@ -200,11 +204,10 @@ def build_root(base: str, bin_cache: str, tmp_size_mb: int, packages: dict[str, 
     for name, src in sorted((packages or {}).items()):
         os.makedirs(r(f"{INNER_PY}/{name}"))
         _bind_ro(src, r(f"{INNER_PY}/{name}"))
-    os.makedirs(r(INNER_TMP))
-    mount("tmpfs", r(INNER_TMP), "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size_mb}m,{TMP_OPTIONS}")
-    # The root itself becomes read-only; only /tmp (its own tmpfs) stays writable.
+    os.makedirs(r(INNER_WORK))
+    # The root itself becomes read-only; only the work dir and /dev/shm (tmpfs of their own) are writable.
     mount(None, base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    return Root(path=base, tmp=r(INNER_TMP), shm=r("/dev/shm"))
+    return Root(path=base, work=r(INNER_WORK), shm=r("/dev/shm"))
 
 
 class MemoryCgroup:
@@ -220,6 +223,11 @@ class MemoryCgroup:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # Kept open: a test then costs three system calls on them, not three opens and closes.
+        self._limit = os.open(os.path.join(path, "memory.limit_in_bytes"), os.O_WRONLY | os.O_CLOEXEC)
+        self._max_usage = os.open(os.path.join(path, "memory.max_usage_in_bytes"), os.O_RDWR | os.O_CLOEXEC)
+        self._oom = os.open(os.path.join(path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+        self._limit_mb = -1
 
     @staticmethod
     def _locate() -> tuple[str, str, str]:
@@ -265,29 +273,25 @@ class MemoryCgroup:
         with open(os.path.join(self.path, name), "w") as f:
             f.write(value)
 
-    def _read(self, name: str) -> str:
-        with open(os.path.join(self.path, name)) as f:
-            return f.read()
-
     def prepare(self, limit_mb: int) -> None:
-        """Before a test (nothing runs in the group): set its limit, reset the counters."""
-        self._write("memory.limit_in_bytes", str(limit_mb * 1024 * 1024))
-        for name in ("memory.max_usage_in_bytes", "memory.failcnt"):
-            self._write(name, "0")
-
-    def join(self) -> None:
-        self._write("cgroup.procs", str(os.getpid()))
+        """Before a test (nothing runs in the group): set its limit, reset the peak."""
+        if limit_mb != self._limit_mb:
+            self._limit_mb = -1  # unknown until the write succeeded
+            os.pwrite(self._limit, b"%d" % (limit_mb * 1024 * 1024), 0)
+            self._limit_mb = limit_mb
+        os.pwrite(self._max_usage, b"0", 0)
 
     def peak_mb(self) -> float:
-        return int(self._read("memory.max_usage_in_bytes")) / (1024 * 1024)
+        return int(os.pread(self._max_usage, 64, 0)) / (1024 * 1024)
 
     def oom_kills(self) -> int:
-        for line in self._read("memory.oom_control").splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        return 0
+        data = os.pread(self._oom, 4096, 0)
+        at = data.find(b"oom_kill ")
+        return int(data[at + 9:data.index(b"\n", at)]) if at >= 0 else 0
 
     def remove(self) -> None:
+        for fd in (self._limit, self._max_usage, self._oom):
+            os.close(fd)
         try:
             os.rmdir(self.path)
         except OSError:
@@ -365,36 +369,31 @@ def mount_own_proc(root: str) -> None:
     mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-@dataclass
-class Limits:
-    """Per-process resource limits applied in the test's child just before the program starts."""
+def apply_rlimits(*, cpu_s: int, address_space_mb: int | None, nproc: int, fsize_mb: int, nofile: int,
+                  stack_mb: int | None) -> None:
+    """Per-process resource limits, applied in the test's child just before the program starts.
 
-    cpu_s: int  # RLIMIT_CPU (soft = hard, so the kernel sends SIGKILL when it is reached)
-    address_space_mb: int | None  # RLIMIT_AS; None: unlimited (e.g. for the JVM, which reserves a lot)
-    nproc: int  # RLIMIT_NPROC: processes + threads of the sandbox uid
-    fsize_mb: int  # RLIMIT_FSIZE: largest file the program may write
-    nofile: int  # RLIMIT_NOFILE
-    stack_mb: int | None  # RLIMIT_STACK; None keeps the worker's
-
-
-def apply_rlimits(lim: Limits) -> None:
-    resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s))
-    if lim.address_space_mb is not None:
-        b = lim.address_space_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (b, b))
-    if lim.stack_mb is not None:
+    cpu_s: RLIMIT_CPU (soft = hard, so the kernel sends SIGKILL when it is reached); address_space_mb:
+    RLIMIT_AS (None: unlimited, e.g. for the JVM, which reserves far more than it uses); nproc:
+    RLIMIT_NPROC (processes + threads of the sandbox uid); fsize_mb: the largest file the program may
+    write; nofile: RLIMIT_NOFILE; stack_mb: RLIMIT_STACK (None keeps the worker's). No core files."""
+    setrlimit = resource.setrlimit
+    setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+    if address_space_mb is not None:
+        setrlimit(resource.RLIMIT_AS, (address_space_mb << 20,) * 2)
+    if stack_mb is not None:
         # Soft only: solutions that raise their stack limit keep working; memory stays capped by
         # RLIMIT_AS and the cgroup.
-        resource.setrlimit(resource.RLIMIT_STACK, (lim.stack_mb * 1024 * 1024, resource.RLIM_INFINITY))
-    resource.setrlimit(resource.RLIMIT_NPROC, (lim.nproc, lim.nproc))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (lim.fsize_mb * 1024 * 1024,) * 2)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lim.nofile, lim.nofile))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        setrlimit(resource.RLIMIT_STACK, (stack_mb << 20, resource.RLIM_INFINITY))
+    setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    setrlimit(resource.RLIMIT_FSIZE, (fsize_mb << 20,) * 2)
+    setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def drop_privileges(uid: int) -> None:
-    """Become ``uid``/``uid`` with no groups and no way back (no_new_privs blocks setuid binaries)."""
+def forbid_new_privileges() -> None:
+    """No supplementary groups, and no way to gain privileges through execve (setuid binaries, file
+    capabilities): both are inherited, so the zygote sets them once for every program it clones."""
     os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+

@@ -696,11 +696,13 @@ class LocalExecutor:
             return TestResult(verdict=Verdict.WA, message=f"the judge could not evaluate the output: {type(e).__name__}: {e}")
 
     def _judge(self, req: RunRequest, prog: Program, test: TestCase, h: dict, blobs: list[bytes]) -> TestResult:
-        out_b, err_b = blobs
+        out_b, err_b, report = blobs
         stdout, stderr = out_b.decode("utf-8", "replace"), err_b.decode("utf-8", "replace")
         n = req.max_output_chars
-        child = h.get("child") or {}
+        child = worker.read_report(h, report)
         code, sig, cpu = h["exit_code"], h["signal"], h["cpu_s"]
+        if isinstance(child.get("signal"), int) and code == 128 + child["signal"]:
+            code, sig = None, child["signal"]  # a signal the PID-1 shim turned into an exit (worker._die)
         tr = TestResult(verdict=Verdict.AC, time_s=round(h["wall_s"], 6), cpu_s=round(cpu, 6),
                         memory_mb=round(max(h.get("cgroup_peak_mb") or 0.0, h["maxrss_kb"] / 1024), 3), exit_code=code, signal=sig,
                         stdout=stdout[:n], stderr=stderr[:n], stdout_truncated=h["ole"] or len(stdout) > n,

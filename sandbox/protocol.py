@@ -1,24 +1,25 @@
-"""Framing between the executor and its workers: a JSON header plus raw byte blobs.
+"""Framing between the executor and its workers: a small marshalled header plus raw byte blobs.
 
-Frame = u32 header length | header (JSON, with "nblobs") | for each blob: u64 length | bytes.
-Program output travels as raw blobs, never through JSON, so binary output costs nothing extra.
+Frame = u32 header length | header (``marshal`` of a dict of plain values, with "blobs": the blob
+lengths) | the blobs, back to back. Program output travels as raw blobs, never inside the header,
+so binary output costs nothing extra. Both ends are the same interpreter (the executor starts its
+workers with its own ``sys.executable``), which is what ``marshal`` needs; it is several times
+cheaper than JSON both ways, and this channel carries one frame each way per test.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import struct
 from typing import Any, BinaryIO
 
+_U32 = struct.Struct("<I")
+
 
 def encode(header: dict[str, Any], blobs: list[bytes] = ()) -> bytes:
-    hdr = json.dumps({**header, "nblobs": len(blobs)}).encode()
-    parts = [struct.pack("<I", len(hdr)), hdr]
-    for b in blobs:
-        parts.append(struct.pack("<Q", len(b)))
-        parts.append(b)
-    return b"".join(parts)
+    hdr = marshal.dumps({**header, "blobs": [len(b) for b in blobs]})
+    return b"".join([_U32.pack(len(hdr)), hdr, *blobs])
 
 
 def write_fd(fd: int, data: bytes) -> None:
@@ -28,31 +29,15 @@ def write_fd(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _read_exact_fd(fd: int, n: int) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        c = os.read(fd, min(n - got, 1 << 20))
-        if not c:
+def read_frame(src: BinaryIO) -> tuple[dict[str, Any], list[bytes]]:
+    """Read one frame from a buffered binary file; EOFError when the other end is gone."""
+
+    def rd(n: int) -> bytes:
+        data = src.read(n)
+        if data is None or len(data) != n:
             raise EOFError("channel closed")
-        chunks.append(c)
-        got += len(c)
-    return b"".join(chunks)
+        return data
 
-
-def _read_exact_file(f: BinaryIO, n: int) -> bytes:
-    data = f.read(n)
-    if data is None or len(data) != n:
-        raise EOFError("channel closed")
-    return data
-
-
-def read_frame(src: int | BinaryIO) -> tuple[dict[str, Any], list[bytes]]:
-    """Read one frame from a file descriptor or a buffered binary file; EOFError when closed."""
-    rd = (lambda n: _read_exact_fd(src, n)) if isinstance(src, int) else (lambda n: _read_exact_file(src, n))
-    (hlen,) = struct.unpack("<I", rd(4))
-    header = json.loads(rd(hlen))
-    blobs = []
-    for _ in range(header.pop("nblobs", 0)):
-        (blen,) = struct.unpack("<Q", rd(8))
-        blobs.append(rd(blen) if blen else b"")
-    return header, blobs
+    (hlen,) = _U32.unpack(rd(4))
+    header = marshal.loads(rd(hlen))
+    return header, [rd(n) if n else b"" for n in header.pop("blobs", ())]

@@ -3,22 +3,29 @@
 The executor starts one worker per core (``python -m sandbox.worker``), with a clean environment.
 At start the worker (as root) enters its own mount/network/IPC/UTS namespaces, builds the minimal
 root and its memory cgroup once, then forks its **zygote**, which pre-imports the stdlib modules
-competitive programs use and from then on only clones. Per test:
+competitive programs use, makes everything every Python program starts with (standard streams,
+signal handlers, environment, import path), and from then on only clones. Per test:
 
-    executor --frame--> manager: fresh tmpfs /tmp and /dev/shm; writes the test's files (stdin,
-                        code, job) where only root can read them; makes the pipes; sends them
+    executor --frame--> manager: fresh tmpfs work dir and /dev/shm; the test's stdin (and a large
+                        job) in sealed memfds; five pipes; sends the descriptors
     manager --"clone"--> zygote --clone(CLONE_PARENT|CLONE_NEWPID|CLONE_NEWIPC)--> program
 
-The *program* process (the manager's child, PID 1 of a fresh PID namespace) reads its job, chroots
-into the root, applies rlimits, drops to the worker's own unprivileged uid and then either runs the
-compiled Python code object in place (no new interpreter) or ``execve``s the compiled binary. The
-*manager* drains stdout/stderr while it runs (caps, OLE), enforces the wall clock with SIGKILL
-(which takes down the whole PID namespace), collects rusage, reads the program's report and answers.
+The *program* process (the manager's child, PID 1 of a fresh PID namespace) reads its job, joins the
+memory cgroup, chroots into the root, applies rlimits, drops to the worker's own unprivileged uid
+and then either runs the compiled Python code object in place (no new interpreter) or ``execve``s
+the compiled binary. The *manager* drains stdout/stderr while it runs (caps, OLE), enforces the wall
+clock with SIGKILL (which takes down the whole PID namespace), collects rusage and the program's
+report and answers.
+
+Each page the zygote or a program writes after a clone is a copy (a page fault, ~3 us here), so
+the per-test path does as little as it can in the clone: whatever is the same for every program is
+made once in the zygote, and the manager (a process of its own, never cloned) does the rest.
+docs/sandbox_engine.md has the breakdown per test.
 
 What this layout guarantees (docs/sandbox_engine.md, "Judge integrity"):
-- the zygote never holds any program's code, input, output or result (it learns only "clone now"),
-  so every program starts from the same pristine memory and cannot find another's data in it
-  (frames, ``gc.get_objects()``, or a raw scan of its address space);
+- the zygote never holds any program's code, input, output or result (it learns only "clone now",
+  with a job it zeroes after the clone), so every program starts from the same pristine memory and
+  cannot find another's data in it (frames, ``gc.get_objects()``, or a raw scan of its address space);
 - the report of a call-based run (its return value, or the exception) is authenticated: it must
   start with a random nonce the manager writes into a pipe per test, which the runtime reads only
   after the program's code has returned. A program that exits early (``sys.exit``, ``os._exit``,
@@ -37,17 +44,27 @@ from __future__ import annotations
 
 import argparse
 import array
+import _thread
+import atexit
+import builtins
 import errno
+import fcntl
+import gc
 import json
 import marshal
 import os
+import random
+import resource
 import select
 import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
+import types
+import weakref
 from collections import OrderedDict
 
 from sandbox import isolation, protocol
@@ -67,13 +84,22 @@ UID_BASE = 1_000_000  # sandbox uid = UID_BASE + worker pid: unique per live wor
 SETUP_FAILED = 121  # exit code of a child whose sandbox set-up (not the program) failed
 MAX_CODES = 512  # compiled Python programs the manager keeps per worker
 NONCE_BYTES = 16
-INLINE_JOB_BYTES = 60_000  # a child's job (code included) up to this size goes in the zygote's message, not a file
+INLINE_JOB_BYTES = 60_000  # a child's job (code included) up to this size goes in the zygote's message, not a memfd
 THREAD_STACK_MB = 4  # default stack of threads a Python program starts (the main stack follows the limit)
+SHM_MB = 64  # the per-test /dev/shm
 
-# Descriptors of the program process (besides 0, 1, 2).
+# Descriptors of the program process (besides 0, 1, 2). The manager sends them in this order and
+# they land at these numbers in the zygote (the lowest free ones: its own are HIGH_FD and up), so
+# the clone finds them in place.
 RESULT_FD = 3  # the runtime's report (Python only): nonce + JSON
 NONCE_FD = 4  # the nonce, read by the runtime once the program's code has returned (Python only)
 READY_FD = 5  # set-up status: b"R" just before the program starts, b"F<reason>" when set-up failed
+JOB_FD = 6  # a job too large for the zygote's message, in a sealed memfd (closed before the program runs)
+HIGH_FD = 64  # the zygote's own descriptors: its socket, and the memory cgroup's cgroup.procs
+
+# Signals a Python program, PID 1 of its namespace, turns back into "killed by signal N" (see _die).
+PROGRAM_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
+                   signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF)
 
 ROOT_PREFIX = "/tmp/codealign-sandbox-root-"
 
@@ -104,7 +130,8 @@ class Worker:
 
     def __init__(self, bin_cache: str, tmp_mb: int, isolate: str, memory_cgroup: bool = True) -> None:
         os.umask(0o022)
-        self.rfd, self.wfd = os.dup(0), os.dup(1)
+        self.rfile = os.fdopen(os.dup(0), "rb")  # buffered: a frame is usually one read
+        self.wfd = os.dup(1)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
@@ -121,6 +148,7 @@ class Worker:
         self.error = ""  # why this worker refuses to serve (sent in its hello)
         self.zygote_pid = 0
         self.sock: socket.socket | None = None
+        self.oom_base = 0
         try:
             self._set_up(isolate, memory_cgroup)
         except _Refused as e:
@@ -132,7 +160,7 @@ class Worker:
         if isolate != "off" and os.geteuid() == 0:
             try:
                 isolation.enter_worker_namespaces()
-                self.root = isolation.build_root(root_dir(os.getpid()), self.bin_cache, self.tmp_mb, self.packages)
+                self.root = isolation.build_root(root_dir(os.getpid()), self.bin_cache, self.packages)
                 self.isolated = True
                 self.uid = UID_BASE + os.getpid()
             except OSError as e:
@@ -148,13 +176,20 @@ class Worker:
             self.unenforced = ["network", "filesystem", "pid_namespace", "uid", "memory_tree", "tmp_size"]
             self.host_tmp = f"/tmp/codealign-sandbox-tmp-{os.getpid()}"
             os.makedirs(self.host_tmp, mode=0o700, exist_ok=True)
-        elif memory_cgroup:
-            try:
-                self.cgroup = isolation.MemoryCgroup.create(cgroup_name(os.getpid()))
-            except OSError as e:
-                raise _Refused(f"the memory limit of a test's process tree cannot be enforced: no memory cgroup ({e})")
+            self.work = os.path.join(self.host_tmp, "w")
         else:
-            self.unenforced = ["memory_tree"]
+            self.work = self.root.work
+            # mount(2) arguments of the per-test tmpfs, made once: the work dir belongs to the sandbox uid
+            self._work_mount = (self.root.work.encode(),
+                                f"size={self.tmp_mb}m,{isolation.TMP_OPTIONS},uid={self.uid},gid={self.uid}".encode())
+            self._shm_mount = (self.root.shm.encode(), isolation.SHM_OPTIONS.encode())
+            if memory_cgroup:
+                try:
+                    self.cgroup = isolation.MemoryCgroup.create(cgroup_name(os.getpid()))
+                except OSError as e:
+                    raise _Refused(f"the memory limit of a test's process tree cannot be enforced: no memory cgroup ({e})")
+            else:
+                self.unenforced = ["memory_tree"]
         self._fresh_tmp()
         self._start_zygote()
 
@@ -171,12 +206,9 @@ class Worker:
         theirs.close()
         self.zygote_pid, self.sock = pid, mine
 
-    # Paths: the outside view (used by the manager) and the inside view (used by the program).
-    def tmp_outside(self) -> str:
-        return self.root.tmp if self.isolated else self.host_tmp
-
+    # Paths: the work dir as the program sees it, and the binary cache.
     def work_inside(self) -> str:
-        return isolation.INNER_TMP + "/w" if self.isolated else self.host_tmp + "/w"
+        return isolation.INNER_WORK if self.isolated else self.work
 
     def bin_inside(self) -> str:
         return isolation.INNER_BIN if self.isolated else self.bin_cache
@@ -190,7 +222,7 @@ class Worker:
             return
         while True:
             try:
-                header, blobs = protocol.read_frame(self.rfd)
+                header, blobs = protocol.read_frame(self.rfile)
             except EOFError:
                 break
             try:
@@ -220,9 +252,9 @@ class Worker:
     # -- one test ----------------------------------------------------------------------------------
 
     def handle(self, job: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
-        """One job: the answer's header and blobs (stdout, stderr). ``status`` is "ok" (the program
-        ran; ``retire`` set when the clean-up after it failed), "need_code" or "setup_failed"
-        (nothing of the program ran)."""
+        """One job: the answer's header and blobs (stdout, stderr, the runtime's report). ``status``
+        is "ok" (the program ran; ``retire`` set when the clean-up after it failed), "need_code" or
+        "setup_failed" (nothing of the program ran)."""
         if job.get("op") == "ping":
             return {"status": "ok"}, []
         code_blob = None
@@ -237,69 +269,59 @@ class Worker:
             self.codes.move_to_end(cid)
             code_blob = self.codes[cid]
         try:
-            stdin_fd, message = self._prepare(job, blobs, code_blob)
+            theirs, message = self._prepare(job, blobs, code_blob)
         except OSError as e:
             return {"status": "setup_failed", "error": f"test set-up failed: {e}"}, []
-        header, out_blobs = self._run(job, stdin_fd, message)
+        header, out_blobs = self._run(job, theirs, message)
         if header["status"] == "ok" and job.get("collect"):
             header["collected"] = self._collect(job["collect"], header)
         try:
-            self._fresh_tmp()  # empty /tmp and /dev/shm now: the next program finds nothing of this one
+            self._fresh_tmp()  # empty work dir and /dev/shm now: the next program finds nothing of this one
         except OSError as e:
             header["retire"] = True  # the answer stands; the worker is replaced
             header["cleanup_error"] = str(e)
         return header, out_blobs
 
     def _fresh_tmp(self) -> None:
-        """A new, empty /tmp (and /dev/shm): see isolation.fresh_tmpfs. Degraded: remove the tree."""
+        """A new, empty work dir and /dev/shm: see isolation.fresh_tmpfs. Degraded: remove the tree."""
         if self.isolated:
-            isolation.fresh_tmpfs(self.root.tmp, f"size={self.tmp_mb}m,{isolation.TMP_OPTIONS}")
-            isolation.fresh_tmpfs(self.root.shm, isolation.SHM_OPTIONS)
+            isolation.fresh_tmpfs(*self._work_mount)
+            isolation.fresh_tmpfs(*self._shm_mount)
         else:
-            for d in ("w", "in"):
-                isolation.remove_tree(os.path.join(self.host_tmp, d))
+            isolation.remove_tree(self.work)
+            os.mkdir(self.work, 0o700)
 
-    def _prepare(self, job: dict, blobs: list[bytes], code_blob: bytes | None) -> tuple[int, bytes]:
-        """Write the test's files; returns the stdin descriptor and the zygote's message. The child's
-        job (limits, argv, code, arguments) travels in that message when it is small (the zygote
-        receives it into a buffer it zeroes after the clone), else in a file of the root-only ``in``
-        directory; the child reads it before it drops privileges."""
-        tmp = self.tmp_outside()
-        work, indir = os.path.join(tmp, "w"), os.path.join(tmp, "in")
-        os.mkdir(indir, 0o700)
-        os.mkdir(work, 0o700)
-        for name, idx in job.get("files", {}).items():
-            with open(os.path.join(work, name), "wb") as f:
+    def _prepare(self, job: dict, blobs: list[bytes], code_blob: bytes | None) -> tuple[list[int], bytes]:
+        """Write the test's files; returns the descriptors for the child after stdout..ready (its
+        stdin, and a large job) and the zygote's message. The child's job (limits, argv, code,
+        arguments) travels in that message when it is small (the zygote receives it into a buffer it
+        zeroes after the clone), else in a sealed memfd; the child reads it before it drops privileges.
+        Stdin is a sealed memfd too: a regular file (``os.fstat(0).st_size`` works, as do seeks and
+        ``mmap``) that no path leads to and no one can write."""
+        for name, idx in job.get("files", {}).items():  # a compile's sources, readable by the compiler
+            with open(os.path.join(self.work, name), "wb") as f:
                 f.write(blobs[idx])
-        if self.uid is not None:
-            os.chown(work, self.uid, self.uid)
-            for name in job.get("files", {}):
-                os.chown(os.path.join(work, name), self.uid, self.uid)
         child_job = {k: job.get(k) for k in ("mode", "argv", "env", "fn_name", "proc", "cpu_s", "as_mb", "nproc",
                                             "fsize_mb", "nofile", "stack_mb")}
-        child_job["cgroup"] = self.cgroup.path if self.cgroup is not None else None
         args = blobs[job["blob_args"]] if "blob_args" in job else None
         payload = marshal.dumps((child_job, code_blob, args))  # marshal: the cheapest to load in the child
+        stdin = _sealed_memfd(blobs[job["blob_stdin"]] if "blob_stdin" in job else b"")
+        extra = [stdin]
         if len(payload) < INLINE_JOB_BYTES:
             message = b"J" + payload
         else:
-            with open(os.path.join(indir, "job"), "wb") as f:
-                f.write(payload)
             message = b"F"
-        stdin_path = os.path.join(indir, "stdin")
-        with open(stdin_path, "wb") as f:
-            if "blob_stdin" in job:
-                f.write(blobs[job["blob_stdin"]])
+            extra.append(_sealed_memfd(payload))
         if self.cgroup is not None:
             self.cgroup.prepare(job["cgroup_mb"])
             self.oom_base = self.cgroup.oom_kills()  # a cumulative counter: compare after the test
-        return os.open(stdin_path, os.O_RDONLY), message
+        return extra, message
 
-    def _run(self, job: dict, stdin_fd: int, message: bytes) -> tuple[dict, list[bytes]]:
+    def _run(self, job: dict, extra: list[int], message: bytes) -> tuple[dict, list[bytes]]:
         """Clone the program through the zygote, drain it, wait for it; the answer frame's parts."""
         pipes = [os.pipe() for _ in range(5)]  # stdout, stderr, result, nonce, ready
         (out_r, out_w), (err_r, err_w), (res_r, res_w), (nonce_r, nonce_w), (ready_r, ready_w) = pipes
-        theirs = [stdin_fd, out_w, err_w, res_w, nonce_r, ready_w]
+        theirs = [extra[0], out_w, err_w, res_w, nonce_r, ready_w] + extra[1:]  # they land at 0, 1, ... JOB_FD
         mine = [out_r, err_r, res_r, ready_r]
         # The nonce waits in the pipe (the manager's memory is never cloned into a program; the
         # zygote never reads the pipe); the runtime reads it once the program's code has returned.
@@ -337,7 +359,7 @@ class Worker:
     def _collect(self, collect: dict, header: dict) -> bool:
         """Move a compiler's product into the shared binary cache, atomically, readable by all.
         False when there is nothing usable to collect (the compile then counts as failed)."""
-        src = os.path.join(self.tmp_outside(), "w", collect["path"])
+        src = os.path.join(self.work, collect["path"])
         if header.get("exit_code") != 0 or os.path.islink(src) or not os.path.exists(src):
             return False
         dest = os.path.join(self.bin_cache, collect["dest"])
@@ -367,6 +389,7 @@ class Worker:
         return True
 
 
+
 def _read_available(fd: int) -> bytes:
     os.set_blocking(fd, False)
     try:
@@ -375,54 +398,101 @@ def _read_available(fd: int) -> bytes:
         return b""
 
 
+def _sealed_memfd(data: bytes) -> int:
+    """A read-only regular file holding ``data``, with no name anywhere (a sealed memfd at offset 0)."""
+    fd = os.memfd_create("sandbox", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Zygote:
-    """Pre-imported and pristine: it receives the pipes of one test and clones the program. It
+    """Pre-imported and pristine: it receives the descriptors of one test and clones the program. It
     never reads a program's code, input, output or report (those go through the manager and
-    files the child reads), so there is nothing of earlier programs for a new one to find."""
+    descriptors the child reads), so there is nothing of earlier programs for a new one to find.
+
+    Everything that is the same for every Python program is made here, once, before the first clone:
+    the standard streams the program gets, its signal handlers, environment, ``sys.argv`` and
+    ``sys.executable``; the supplementary groups are dropped and ``no_new_privs`` is set (both are
+    inherited). A clone then does only what differs per test, and writes (copies) fewer pages."""
 
     def __init__(self, wk: Worker, sock: socket.socket) -> None:
-        for fd in (wk.rfd, wk.wfd):
-            os.close(fd)
+        wk.rfile.close()
+        os.close(wk.wfd)
         if wk.isolated:
             isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
         self.isolated, self.uid = wk.isolated, wk.uid
         self.root_path = wk.root.path if wk.isolated else None
-        self.indir = os.path.join(wk.tmp_outside(), "in")
         self.work = wk.work_inside()
         self.bin_inside = wk.bin_inside()
         packages = [isolation.INNER_PY] if wk.isolated else sorted({os.path.dirname(p) for p in wk.packages.values()})
-        self.sock = sock
+        # Our own descriptors go high; every other one is closed, so that a test's descriptors land at
+        # 0, 1, ... in the order the manager sends them (the kernel gives the lowest free numbers).
+        os.dup2(sock.fileno(), HIGH_FD)
+        sock.close()
+        self.sock = socket.socket(fileno=HIGH_FD)
+        self.cg_fd = -1
+        if wk.cgroup is not None:  # the child joins the group by writing "0" (itself) here
+            fd = os.open(os.path.join(wk.cgroup.path, "cgroup.procs"), os.O_WRONLY)
+            os.dup2(fd, HIGH_FD + 1)
+            os.close(fd)
+            self.cg_fd = HIGH_FD + 1
+        os.closerange(HIGH_FD + 2, 1 << 20)
         self.buf = bytearray(INLINE_JOB_BYTES)  # the current job's message; zeroed after each clone
         wk.codes.clear()
         _preload()
-        # What every Python program starts with, made once here rather than in each clone (every
-        # page a clone writes is a copy): a clean environment, its import path, an interpreter that
-        # exists inside the sandbox, and no trace of the sandbox's own modules in sys.modules (this
-        # process keeps running its code: functions hold their globals).
+        # What every Python program starts with, made once here rather than in each clone: a clean
+        # environment, its import path, an interpreter that exists inside the sandbox, and no trace
+        # of the sandbox's own modules in sys.modules (this process keeps running its code:
+        # functions hold their globals).
         self.env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.work, "TMPDIR": self.work,
                     "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                     "PYTHONPATH": ":".join(packages)}  # a python3 the program starts finds numpy too
         os.environ.clear()
         os.environ.update(self.env)
         stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
-        self.sys_path = [self.work] + stdlib + packages
-        self.executable = _interpreter()
+        self.sys_path = [self.work] + stdlib + packages  # set in the clone: the zygote imports with its own
+        sys.argv = ["main.py"]
+        sys.executable = _interpreter()
         for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
             del sys.modules[name]
-        self.preloaded = frozenset(sys.modules) - {"__main__"}
+        self.streams = _program_streams()  # leaves descriptors 0 .. HIGH_FD - 1 free
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for sig in PROGRAM_SIGNALS:
+            signal.signal(sig, _die)
+        # A child a program forks (a multiprocessing worker) starts with the default dispositions, as
+        # under python3: a SIGTERM kills it at once and it never touches the report channel. The
+        # signals stay blocked across the fork, so one sent to a new child before its dispositions are
+        # reset waits for them (CPython drops a signal whose Python handler changed to SIG_DFL between
+        # delivery and handling: a Pool worker not yet started survived Pool's terminate). The zygote
+        # itself never calls os.fork (it clones with a raw syscall), so these hooks run only in programs.
+        os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_after_fork,
+                            after_in_child=_child_after_fork)
+        if wk.isolated:
+            isolation.forbid_new_privileges()
         _thread_friendly_libc(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
+        # The modules every program finds loaded; the last one marks where a program's own begin.
+        self.preloaded = frozenset(sys.modules) - {"__main__"}
+        self.n_modules = len(sys.modules)
+        self.last_module = next(reversed(sys.modules))
         # Prefork hygiene: the children's garbage collector then skips (and does not dirty, hence
         # copy) the zygote's objects.
-        import gc
-
         gc.collect()
         gc.freeze()
 
     def serve(self) -> None:
         fd_space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+        recv, send, bufs = self.sock.recvmsg_into, self.sock.send, [self.buf]
         while True:
             try:
-                n, ancdata, _, _ = self.sock.recvmsg_into([self.buf], fd_space)
+                n, ancdata, _, _ = recv(bufs, fd_space)
             except OSError:
                 return
             if not n:
@@ -431,16 +501,34 @@ class Zygote:
             for level, kind, data in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-            try:
-                pid = isolation.clone_sibling(self.isolated)
-            except OSError as e:
-                pid = -(e.errno or errno.EIO)
-            if pid == 0:
-                _program(self, list(fds), n)  # never returns
+            if fds.tolist() != list(range(len(fds))):
+                pid = -errno.EBADF  # not where the child needs them: something else holds a low descriptor
+            else:
+                try:
+                    pid = isolation.clone_sibling(self.isolated)
+                except OSError as e:
+                    pid = -(e.errno or errno.EIO)
+                if pid == 0:
+                    _program(self, n)  # never returns
             self.buf[:n] = bytes(n)
             for fd in fds:
                 os.close(fd)
-            self.sock.send(str(pid).encode())
+            send(b"%d" % pid)
+
+
+def _program_streams():
+    """sys.stdin, sys.stdout and sys.stderr for the programs, made over descriptors of the kinds a
+    program will have (stdin a regular file, stdout and stderr pipes), since io records what it
+    learns of a descriptor (seekable or not, position, block size). The zygote never uses them."""
+    stdin = os.memfd_create("stdin")
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    for src, dst in ((stdin, 0), (out_w, 1), (err_w, 2)):
+        os.dup2(src, dst)
+    streams = (_std_stream(0, "r", "surrogateescape"), _std_stream(1, "w", "surrogateescape"),
+               _std_stream(2, "w", "backslashreplace"))
+    os.closerange(0, HIGH_FD)
+    return streams
 
 
 def _preload() -> None:
@@ -517,15 +605,15 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
     cg_peak = cg_oom = None
     if wk.cgroup is not None:
         cg_peak, cg_oom = wk.cgroup.peak_mb(), wk.cgroup.oom_kills() > wk.oom_base
-    child = _verified_report(bytes(bufs[res_r]), nonce)
-    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if isinstance(child.get("signal"), int) and exit_code == 128 + child["signal"]:
-        exit_code, sig = None, child["signal"]  # a signal the PID-1 shim turned into an exit (see _run_python)
+    # The runtime's report is what follows this test's nonce: anything the program wrote before it
+    # is ignored, and it cannot write after it (the runtime closes the channel). The executor reads it.
+    res = bytes(bufs[res_r])
+    at = res.find(nonce)
+    report = res[at + NONCE_BYTES:] if at >= 0 else b""
     header = {
         "status": "ok",
-        "exit_code": exit_code,
-        "signal": sig,
+        "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "wall_s": wall,
         "cpu_s": ru.ru_utime + ru.ru_stime,
         "maxrss_kb": ru.ru_maxrss,
@@ -534,24 +622,23 @@ def _drain_and_wait(wk: Worker, job: dict, pid: int, t0: float, out_r: int, err_
         "wall_timeout": wall_timeout,
         "ole": ole,
         "stderr_truncated": truncated[err_r],
-        "child": child,
+        "report": at >= 0,
     }
-    return header, [bytes(bufs[out_r]), bytes(bufs[err_r])]
+    return header, [bytes(bufs[out_r]), bytes(bufs[err_r]), report]
 
 
 _REPORT_KEYS = {"value": object, "exc": str, "missing_fn": str, "signal": int, "unserializable": bool}
 
 
-def _verified_report(data: bytes, nonce: bytes) -> dict:
-    """The runtime's report: what follows this test's nonce (anything the program wrote before it is
-    ignored; it cannot write after it: the runtime closes the channel). No nonce, nothing at all:
-    {}. An authenticated report that cannot be read (a number beyond Python's 4300-digit parsing
-    limit, JSON nested deeper than the parser goes) is {"unreadable": True}. Keys and types are checked."""
-    at = data.find(nonce)
-    if at < 0:
+def read_report(header: dict, data: bytes) -> dict:
+    """The runtime's authenticated report from a test's answer (``header["report"]``: the nonce was
+    found; ``data``: what followed it). No report: {}. A report that cannot be read (a number beyond
+    Python's 4300-digit parsing limit, JSON nested deeper than the parser goes) is {"unreadable": True}.
+    Keys and types are checked."""
+    if not header.get("report"):
         return {}
     try:
-        report = json.loads(data[at + NONCE_BYTES:])
+        report = json.loads(data)
     except (ValueError, RecursionError, MemoryError):
         return {"unreadable": True}
     if not isinstance(report, dict):
@@ -562,42 +649,36 @@ def _verified_report(data: bytes, nonce: bytes) -> dict:
 # -- the program process ------------------------------------------------------------------------------
 
 
-def _program(z: Zygote, fds: list[int], n: int) -> None:
-    """The test's program process. Set up confinement, then run the untrusted code; never returns."""
+def _program(z: Zygote, n: int) -> None:
+    """The test's program process. Set up confinement, then run the untrusted code; never returns.
+    Its descriptors are in place (0-5, and JOB_FD for a large job), received by the zygote."""
     try:
         z.sock.detach()  # the descriptor is closed below; its object must not close a reused number later
         os.setsid()
         if z.isolated:
             isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)  # the parent is the manager
-        for src, dst in zip(fds, (0, 1, 2, RESULT_FD, NONCE_FD, READY_FD)):
-            if src != dst:
-                os.dup2(src, dst)
-        os.closerange(READY_FD + 1, 1 << 20)
-        inline = z.buf[:1] == b"J"
-        job, code, args = marshal.loads(memoryview(z.buf)[1:n] if inline else _read_file(os.path.join(z.indir, "job")))
-        if job["mode"] == "python":
+        job, code, args = marshal.loads(memoryview(z.buf)[1:n] if z.buf[0] == 74 else _read_fd(JOB_FD))  # 74: b"J"
+        if z.cg_fd >= 0:
+            os.write(z.cg_fd, b"0")  # into the memory cgroup: the program and everything it starts
+        os.closerange(READY_FD + 1, 1 << 20)  # the job's memfd, the zygote's socket, cgroup.procs
+        mode = job["mode"]
+        if mode == "python":
             code = marshal.loads(code)
-            args = json.loads(args) if job.get("fn_name") else None
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        work = z.work
-        if job["cgroup"]:
-            with open(os.path.join(job["cgroup"], "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))  # the program and everything it starts inherit the group
+            args = json.loads(args) if job["fn_name"] else None
         if z.isolated:
-            if job.get("proc"):
+            if job["proc"]:
                 isolation.mount_own_proc(z.root_path)
             os.chroot(z.root_path)
-        os.chdir(work)
-        isolation.apply_rlimits(isolation.Limits(
-            cpu_s=job["cpu_s"], address_space_mb=job.get("as_mb"), nproc=job["nproc"],
-            fsize_mb=job["fsize_mb"], nofile=job["nofile"], stack_mb=job.get("stack_mb")))
+        os.chdir(z.work)
+        isolation.apply_rlimits(cpu_s=job["cpu_s"], address_space_mb=job["as_mb"], nproc=job["nproc"],
+                                fsize_mb=job["fsize_mb"], nofile=job["nofile"], stack_mb=job["stack_mb"])
         if z.isolated:
-            isolation.drop_privileges(z.uid)
-        env = {**z.env, **(job.get("env") or {})}
-        if job["mode"] == "exec":
-            argv = [a.replace("{bin}", z.bin_inside).replace("{work}", work) for a in job["argv"]]
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.setresgid(z.uid, z.uid, z.uid)  # groups were dropped and no_new_privs set in the zygote
+            os.setresuid(z.uid, z.uid, z.uid)
+        if mode == "exec":
+            env = {**z.env, **(job["env"] or {})}
+            argv = [a.replace("{bin}", z.bin_inside).replace("{work}", z.work) for a in job["argv"]]
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # ignored by Python; an ignored signal stays so across exec
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             for fd in (RESULT_FD, NONCE_FD, READY_FD):
                 os.set_inheritable(fd, False)  # a compiled program never has the report channel
@@ -607,7 +688,7 @@ def _program(z: Zygote, fds: list[int], n: int) -> None:
             except OSError as e:
                 os.write(READY_FD, f"F{errno.errorcode.get(e.errno, e.errno)}: exec {argv[0]}: {e}".encode())
                 os._exit(SETUP_FAILED)
-        if job.get("env"):
+        if job["env"]:
             os.environ.update(job["env"])  # the rest is z.env, set in the zygote
         os.write(READY_FD, b"R")
         os.close(READY_FD)
@@ -620,18 +701,14 @@ def _program(z: Zygote, fds: list[int], n: int) -> None:
     _run_python(code, job, args, z)
 
 
-def _read_file(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        chunks = []
-        while True:
-            chunk = os.read(fd, max(size, 1 << 16))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
+def _read_fd(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks = []
+    while True:
+        chunk = os.read(fd, max(size, 1 << 16))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _thread_friendly_libc(stack_mb: int) -> None:
@@ -677,60 +754,46 @@ def _report(report: dict) -> None:
                 pass
 
 
+_fork_masks: dict[int, set] = {}  # a thread that forks -> its signal mask before the fork
+
+
+def _block_for_fork() -> None:
+    _fork_masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, PROGRAM_SIGNALS)
+
+
+def _unblock_after_fork() -> None:
+    old = _fork_masks.pop(_thread.get_ident(), None)
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _child_after_fork() -> None:
+    for sig in PROGRAM_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    _unblock_after_fork()
+
+
+def _die(signum, frame):
+    """A Python program's handler of PROGRAM_SIGNALS (installed in the zygote). The program is PID 1
+    of its namespace, and Linux ignores signals an init sends itself unless it handles them: turn
+    the fatal ones back into "killed by signal N" (faults such as SIGSEGV come from the kernel and
+    kill as usual; they must not get a Python-level handler). Any other process with it (the zygote,
+    a process the program forked, e.g. a multiprocessing worker) takes the default action, as
+    without a handler: it must not touch the program's report channel."""
+    if os.getpid() != 1:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    try:
+        _report({"signal": signum})
+    finally:
+        os._exit(128 + signum)
+
+
 def _run_python(code, job: dict, args, z: Zygote) -> None:
-    import _thread
-    import builtins
-    import types
-
-    sys.stdin = sys.__stdin__ = _std_stream(0, "r", "surrogateescape")
-    sys.stdout = sys.__stdout__ = _std_stream(1, "w", "surrogateescape")
-    sys.stderr = sys.__stderr__ = _std_stream(2, "w", "backslashreplace")
-
-    # The program is PID 1 of its namespace, and Linux ignores signals an init sends itself unless
-    # it handles them: turn the fatal ones back into "killed by signal N" (faults such as SIGSEGV
-    # come from the kernel and kill as usual; they must not get a Python-level handler). Only the
-    # program's own process does this: a child it forks (a multiprocessing worker) starts with the
-    # default dispositions, as under python3, so a SIGTERM kills it at once and it never touches the
-    # result channel. The signals stay blocked across the fork, so one sent to a new child before its
-    # dispositions are reset waits for them (CPython drops a signal whose Python handler changed to
-    # SIG_DFL between delivery and handling: a Pool worker not yet started survived Pool's terminate).
-    program_pid = os.getpid()
-    fatal = {signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
-             signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF}
-    masks: dict[int, set] = {}  # forking thread -> its signal mask before the fork
-
-    def _block_for_fork() -> None:
-        masks[_thread.get_ident()] = signal.pthread_sigmask(signal.SIG_BLOCK, fatal)
-
-    def _unblock_after_fork() -> None:
-        old = masks.pop(_thread.get_ident(), None)
-        if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def _child_after_fork() -> None:
-        for sig in fatal:
-            signal.signal(sig, signal.SIG_DFL)
-        _unblock_after_fork()
-
-    def _die(signum, frame):
-        if os.getpid() != program_pid:  # a child forked without the at-fork hooks (e.g. libc's fork)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        try:
-            _report({"signal": signum})
-        finally:
-            os._exit(128 + signum)
-
-    for sig in fatal:
-        signal.signal(sig, _die)
-    os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_after_fork, after_in_child=_child_after_fork)
-    import random
-
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = z.streams
     random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
-    sys.argv = ["main.py"]
     sys.path[:] = z.sys_path
-    sys.executable = z.executable
     main = types.ModuleType("__main__")
     main.__file__ = "main.py"
     main.__builtins__ = builtins
@@ -739,7 +802,7 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
     exit_code = 0
     try:
         exec(code, main.__dict__)
-        fn_name = job.get("fn_name")
+        fn_name = job["fn_name"]
         if fn_name:
             fn = _resolve(main.__dict__, fn_name)
             if fn is None:
@@ -765,13 +828,13 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
         except BaseException:
             pass
         exit_code = 1
-    if job.get("fn_name") or report.get("exc"):
+    if job["fn_name"] or report.get("exc"):
         _report(report)  # before any hook of the program's runs: nothing after its code can forge it
     del main, report, code, args
-    _exit_like_cpython(exit_code, z.preloaded)
+    _exit_like_cpython(exit_code, z)
 
 
-def _exit_like_cpython(exit_code: int, preloaded: frozenset[str]) -> None:
+def _exit_like_cpython(exit_code: int, z: Zygote) -> None:
     """End as ``python3 main.py`` ends, in the order of CPython's Py_FinalizeEx, without paying for a
     whole interpreter finalization (13 ms of CPU per test measured in a clone): join non-daemon
     threads, run atexit hooks, flush sys.stdout and sys.stderr (a failure is exit status 120); put
@@ -781,27 +844,25 @@ def _exit_like_cpython(exit_code: int, preloaded: frozenset[str]) -> None:
     on fd 1, a FastIO buffer bound to a name, an instance whose class has ``__del__``) is unbound,
     and a garbage collection runs when one of them lives on (a cycle) or the program defined a class
     with its own ``__del__``; last, flush the original streams. Live data without finalizers is left
-    to the kernel (CPython would free it one object at a time; that prints nothing)."""
-    import gc
-    import threading
-    import weakref
-
+    to the kernel (CPython would free it one object at a time; that prints nothing). Steps with
+    nothing to do (no thread was started, no atexit hook registered) are skipped without touching
+    the interpreter's state: every page touched here is a page copied."""
     try:
-        threading._shutdown()
+        if getattr(threading, "_threading_atexits", True) or getattr(threading, "_shutdown_locks", True):
+            threading._shutdown()
     except BaseException:
         pass
     try:
-        import atexit
-
-        atexit._run_exitfuncs()
+        if atexit._ncallbacks():
+            atexit._run_exitfuncs()
     except BaseException:
         pass
     exit_code = _flush_std(exit_code)
     try:
         sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
         collect, alive, value = False, [], None
-        for name in [n for n in sys.modules if n not in preloaded or n == "__main__"]:
-            d = getattr(sys.modules[name], "__dict__", None)
+        for name in _programs_modules(z):
+            d = getattr(sys.modules.get(name), "__dict__", None)
             if not isinstance(d, dict):
                 continue
             for key, value in list(d.items()):
@@ -820,6 +881,21 @@ def _exit_like_cpython(exit_code: int, preloaded: frozenset[str]) -> None:
         pass
     exit_code = _flush_std(exit_code)
     os._exit(exit_code)
+
+
+def _programs_modules(z: Zygote) -> list[str]:
+    """"__main__" and the modules the program imported. They follow the zygote's last module in
+    sys.modules (a dict keeps insertion order), so they are found from the end without touching the
+    zygote's entries; a program that removed or re-inserted some of those gets the full scan."""
+    modules = sys.modules
+    new = len(modules) - z.n_modules
+    if new >= 0:
+        names, it = ["__main__"], reversed(modules)
+        for _ in range(new):
+            names.append(next(it))
+        if next(it, None) is z.last_module:
+            return names
+    return [name for name in modules if name not in z.preloaded or name == "__main__"]
 
 
 def _flush_std(exit_code: int) -> int:

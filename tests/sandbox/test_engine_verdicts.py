@@ -37,6 +37,15 @@ def test_stdin_is_a_file_so_the_fstat_idiom_reads_everything(ex):
     assert r.verdict == Verdict.AC, r.tests[0]
 
 
+def test_stdin_cannot_be_changed_by_the_program(ex):
+    """Stdin is a sealed file: writing, truncating or growing it fails, and it stays the test's input."""
+    code = ("import os\nfor f in (lambda: os.write(0, b'x'), lambda: os.ftruncate(0, 0), lambda: os.ftruncate(0, 99)):\n"
+            "    try:\n        f()\n        print('changed')\n    except OSError:\n        pass\n"
+            "print(os.pread(0, 100, 0).decode().split())")
+    r = ex.run(RunRequest(code=code, tests=[T("7 8", "['7', '8']")] * 2))
+    assert r.verdict == Verdict.AC, r.tests[0]
+
+
 def test_runtime_error_reports_exit_code_and_traceback(ex):
     r = ex.run(RunRequest(code="x = [1]\nprint(x[5])", tests=[T("", "")]))
     t = r.tests[0]

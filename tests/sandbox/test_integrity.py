@@ -72,8 +72,9 @@ def test_nothing_a_program_leaves_behind_defeats_the_cleanup(target):
         r = target.run(RunRequest(code=LITTER + f"# {secrets.token_hex(4)}", tests=[T("", "littered")] * 2))
         assert r.verdict == Verdict.AC, r.tests[0]
     r = target.run(RunRequest(code=LOOK, tests=[T("", "")] * 6))
-    for t in r.tests:  # a fresh /tmp (the work dir and root's input dir) and an empty /dev/shm, on every worker
-        assert t.stdout.strip() == "{'.': [], '/dev/shm': [], '/tmp': ['in', 'w'], '/tmp/in': 'PermissionError'}", t.stdout
+    for t in r.tests:  # a fresh, empty work dir and /dev/shm on every worker; /tmp (read-only) holds only the work
+        # dir, and no input file is anywhere (inputs arrive as descriptors)
+        assert t.stdout.strip() == "{'.': [], '/dev/shm': [], '/tmp': ['w'], '/tmp/in': 'FileNotFoundError'}", t.stdout
     judges_correctly(target)
 
 
