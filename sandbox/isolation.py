@@ -83,6 +83,19 @@ def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
 
 
+# A second handle on prctl, without argtypes: plain ints pass straight through and nothing is
+# allocated. A test's clone calls it, and every object a clone touches is a page copied.
+_prctl_plain = ctypes.CDLL(None, use_errno=True).prctl
+_SIGKILL = int(signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL the calling process when its parent dies (PR_SET_PDEATHSIG)."""
+    if _prctl_plain(PR_SET_PDEATHSIG, _SIGKILL) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+
+
 def fresh_tmpfs(path: bytes, options: bytes) -> None:
     """Replace whatever is mounted at ``path`` by a new, empty tmpfs (``options``: its mount data).
 

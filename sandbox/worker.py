@@ -42,9 +42,9 @@ so in its hello frame, with the layers it cannot enforce.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import array
-import _thread
 import atexit
 import builtins
 import errno
@@ -96,6 +96,9 @@ NONCE_FD = 4  # the nonce, read by the runtime once the program's code has retur
 READY_FD = 5  # set-up status: b"R" just before the program starts, b"F<reason>" when set-up failed
 JOB_FD = 6  # a job too large for the zygote's message, in a sealed memfd (closed before the program runs)
 HIGH_FD = 64  # the zygote's own descriptors: its socket, and the memory cgroup's cgroup.procs
+
+# What the child learns of its job, in this order (a tuple: the cheapest to load in the clone).
+CHILD_JOB = ("mode", "argv", "env", "fn_name", "proc", "cpu_s", "as_mb", "nproc", "fsize_mb", "nofile", "stack_mb")
 
 # Signals a Python program, PID 1 of its namespace, turns back into "killed by signal N" (see _die).
 PROGRAM_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR1, signal.SIGUSR2,
@@ -301,8 +304,7 @@ class Worker:
         for name, idx in job.get("files", {}).items():  # a compile's sources, readable by the compiler
             with open(os.path.join(self.work, name), "wb") as f:
                 f.write(blobs[idx])
-        child_job = {k: job.get(k) for k in ("mode", "argv", "env", "fn_name", "proc", "cpu_s", "as_mb", "nproc",
-                                            "fsize_mb", "nofile", "stack_mb")}
+        child_job = tuple(job.get(k) for k in CHILD_JOB)
         args = blobs[job["blob_args"]] if "blob_args" in job else None
         payload = marshal.dumps((child_job, code_blob, args))  # marshal: the cheapest to load in the child
         stdin = _sealed_memfd(blobs[job["blob_stdin"]] if "blob_stdin" in job else b"")
@@ -427,7 +429,7 @@ class Zygote:
         wk.rfile.close()
         os.close(wk.wfd)
         if wk.isolated:
-            isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
+            isolation.die_with_parent()
         self.isolated, self.uid = wk.isolated, wk.uid
         self.root_path = wk.root.path if wk.isolated else None
         self.work = wk.work_inside()
@@ -463,6 +465,7 @@ class Zygote:
         sys.executable = _interpreter()
         for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
             del sys.modules[name]
+        self.own_streams = sys.stdin, sys.stdout, sys.stderr  # kept: a clone must not finalize them
         self.streams = _program_streams()  # leaves descriptors 0 .. HIGH_FD - 1 free
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         for sig in PROGRAM_SIGNALS:
@@ -656,28 +659,28 @@ def _program(z: Zygote, n: int) -> None:
         z.sock.detach()  # the descriptor is closed below; its object must not close a reused number later
         os.setsid()
         if z.isolated:
-            isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)  # the parent is the manager
+            isolation.die_with_parent()  # the parent is the manager
         job, code, args = marshal.loads(memoryview(z.buf)[1:n] if z.buf[0] == 74 else _read_fd(JOB_FD))  # 74: b"J"
+        mode, argv, env, fn_name, proc, cpu_s, as_mb, nproc, fsize_mb, nofile, stack_mb = job
         if z.cg_fd >= 0:
             os.write(z.cg_fd, b"0")  # into the memory cgroup: the program and everything it starts
         os.closerange(READY_FD + 1, 1 << 20)  # the job's memfd, the zygote's socket, cgroup.procs
-        mode = job["mode"]
         if mode == "python":
             code = marshal.loads(code)
-            args = json.loads(args) if job["fn_name"] else None
+            args = json.loads(args) if fn_name else None
         if z.isolated:
-            if job["proc"]:
+            if proc:
                 isolation.mount_own_proc(z.root_path)
             os.chroot(z.root_path)
         os.chdir(z.work)
-        isolation.apply_rlimits(cpu_s=job["cpu_s"], address_space_mb=job["as_mb"], nproc=job["nproc"],
-                                fsize_mb=job["fsize_mb"], nofile=job["nofile"], stack_mb=job["stack_mb"])
+        isolation.apply_rlimits(cpu_s=cpu_s, address_space_mb=as_mb, nproc=nproc, fsize_mb=fsize_mb, nofile=nofile,
+                                stack_mb=stack_mb)
         if z.isolated:
             os.setresgid(z.uid, z.uid, z.uid)  # groups were dropped and no_new_privs set in the zygote
             os.setresuid(z.uid, z.uid, z.uid)
         if mode == "exec":
-            env = {**z.env, **(job["env"] or {})}
-            argv = [a.replace("{bin}", z.bin_inside).replace("{work}", z.work) for a in job["argv"]]
+            env = {**z.env, **(env or {})}
+            argv = [a.replace("{bin}", z.bin_inside).replace("{work}", z.work) for a in argv]
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # ignored by Python; an ignored signal stays so across exec
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             for fd in (RESULT_FD, NONCE_FD, READY_FD):
@@ -688,8 +691,8 @@ def _program(z: Zygote, n: int) -> None:
             except OSError as e:
                 os.write(READY_FD, f"F{errno.errorcode.get(e.errno, e.errno)}: exec {argv[0]}: {e}".encode())
                 os._exit(SETUP_FAILED)
-        if job["env"]:
-            os.environ.update(job["env"])  # the rest is z.env, set in the zygote
+        if env:
+            os.environ.update(env)  # the rest is z.env, set in the zygote
         os.write(READY_FD, b"R")
         os.close(READY_FD)
     except BaseException:
@@ -698,7 +701,7 @@ def _program(z: Zygote, n: int) -> None:
             os.write(READY_FD, ("F" + traceback.format_exc(limit=-1).strip()).encode())
         finally:
             os._exit(SETUP_FAILED)
-    _run_python(code, job, args, z)
+    _run_python(code, fn_name, args, z)
 
 
 def _read_fd(fd: int) -> bytes:
@@ -790,7 +793,7 @@ def _die(signum, frame):
         os._exit(128 + signum)
 
 
-def _run_python(code, job: dict, args, z: Zygote) -> None:
+def _run_python(code, fn_name: str | None, args, z: Zygote) -> None:
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = z.streams
     random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
     sys.path[:] = z.sys_path
@@ -802,7 +805,6 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
     exit_code = 0
     try:
         exec(code, main.__dict__)
-        fn_name = job["fn_name"]
         if fn_name:
             fn = _resolve(main.__dict__, fn_name)
             if fn is None:
@@ -828,7 +830,7 @@ def _run_python(code, job: dict, args, z: Zygote) -> None:
         except BaseException:
             pass
         exit_code = 1
-    if job["fn_name"] or report.get("exc"):
+    if fn_name or report.get("exc"):
         _report(report)  # before any hook of the program's runs: nothing after its code can forge it
     del main, report, code, args
     _exit_like_cpython(exit_code, z)
