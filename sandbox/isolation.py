@@ -1,10 +1,9 @@
-"""Linux isolation primitives: namespaces, mounts, the minimal root, rlimits, privilege drop.
+"""Linux isolation policy: the worker's namespaces, the minimal root, the memory cgroup, clean-up.
 
-Python 3.11 has no ``os.unshare`` nor ``mount``, so they come from libc through ctypes. Every
-function here runs inside a sandbox worker (never in the service process): the worker calls
-``enter_worker_namespaces`` and ``build_root`` once at start, its zygote ``forbid_new_privileges``,
-and each test's child (cloned by ``clone_sibling``) ``apply_rlimits``, chroot and a uid drop just
-before running the untrusted program.
+Every function here runs inside a sandbox worker's manager (never in the service process): it calls
+``enter_worker_namespaces`` and ``build_root`` once at start and ``fresh_tmpfs`` after each test.
+The raw primitives (clone, prctl, mount, rlimits) and what a test's child does with them are in
+``sandbox/syscalls.py``, which the zygote imports without this module.
 
 Layers and what each one stops (see docs/sandbox_engine.md):
 - network namespace (per worker, empty: only a down loopback): no socket reaches the host;
@@ -18,42 +17,14 @@ Layers and what each one stops (see docs/sandbox_engine.md):
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
-import platform
-import resource
 import shutil
-import signal
 import stat
 from dataclasses import dataclass
 
-CLONE_PARENT = 0x00008000
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_NOEXEC = 8
-MNT_DETACH = 2
-
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_PDEATHSIG = 1
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+from sandbox.syscalls import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUTS, MS_BIND, MS_NODEV, MS_NOEXEC,
+                              MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, mount, umount_detached, unshare)
 
 # Where things appear inside the sandbox root.
 INNER_TMP = "/tmp"  # read-only; holds only the work dir
@@ -64,38 +35,6 @@ TMP_OPTIONS = "nr_inodes=65536,mode=700"  # the per-test work dir (plus size=<tm
 SHM_OPTIONS = "size=64m,nr_inodes=4096,mode=1777"  # the per-test /dev/shm
 
 
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), f"unshare({flags:#x})")
-
-
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {source} -> {target}")
-
-
-def prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
-
-
-# A second handle on prctl, without argtypes: plain ints pass straight through and nothing is
-# allocated. A test's clone calls it, and every object a clone touches is a page copied.
-_prctl_plain = ctypes.CDLL(None, use_errno=True).prctl
-_SIGKILL = int(signal.SIGKILL)
-
-
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL the calling process when its parent dies (PR_SET_PDEATHSIG)."""
-    if _prctl_plain(PR_SET_PDEATHSIG, _SIGKILL) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
-
-
 def fresh_tmpfs(path: bytes, options: bytes) -> None:
     """Replace whatever is mounted at ``path`` by a new, empty tmpfs (``options``: its mount data).
 
@@ -103,37 +42,8 @@ def fresh_tmpfs(path: bytes, options: bytes) -> None:
     program left in it (deep trees, symlinks, fifos, sockets, files or directories it chmod-ed to
     000) can make this fail or survive it, and it takes the same time whatever the tree holds.
     Arguments are bytes: this runs after every test."""
-    if _libc.umount2(path, MNT_DETACH) != 0 and ctypes.get_errno() != errno.EINVAL:  # EINVAL: not mounted
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {path.decode()}: {os.strerror(err)}")
-    if _libc.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount tmpfs -> {path.decode()}: {os.strerror(err)}")
-
-
-# Raw clone(2): Python has no way to fork straight into a new PID namespace. PyDLL keeps the GIL
-# held across the call, so the child resumes as an ordinary single-threaded copy of the worker.
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
-_pylibc = ctypes.PyDLL(None, use_errno=True)
-_pylibc.syscall.restype = ctypes.c_long
-
-
-def clone_sibling(new_namespaces: bool) -> int:
-    """fork(), except that the child becomes a child of the *caller's parent* (CLONE_PARENT), and,
-    with ``new_namespaces``, PID 1 of a new PID namespace with a new IPC namespace. Returns 0 in the
-    child. The zygote clones programs this way so that the worker's manager, not the zygote, waits
-    for them and reads their output: the zygote never sees any of it."""
-    if _SYS_CLONE is None:
-        raise OSError(errno.ENOSYS, f"clone: unsupported machine {platform.machine()}")
-    # A fresh IPC namespace too: SysV shared memory and semaphores die with the test instead of
-    # persisting (and piling up) in the worker's namespace for the next program to find.
-    flags = CLONE_PARENT | (CLONE_NEWPID | CLONE_NEWIPC if new_namespaces else 0) | signal.SIGCHLD
-    pid = _pylibc.syscall(ctypes.c_long(_SYS_CLONE), ctypes.c_long(flags),
-                          ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
-    if pid < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"clone({flags:#x}): {os.strerror(err)}")
-    return pid
+    umount_detached(path)
+    mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, options)
 
 
 def enter_worker_namespaces() -> None:
@@ -372,41 +282,3 @@ def package_dirs(names: tuple[str, ...]) -> dict[str, str]:
         if os.path.isdir(libs):
             out[f"{name}.libs"] = os.path.realpath(libs)
     return out
-
-
-def mount_own_proc(root: str) -> None:
-    """Give the calling process (PID 1 of its own PID namespace) a private mount namespace with a
-    /proc of *its* PID namespace only: the JVM and its loader need /proc/self; the service's
-    processes stay invisible."""
-    unshare(CLONE_NEWNS)
-    mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-
-
-def apply_rlimits(*, cpu_s: int, address_space_mb: int | None, nproc: int, fsize_mb: int, nofile: int,
-                  stack_mb: int | None) -> None:
-    """Per-process resource limits, applied in the test's child just before the program starts.
-
-    cpu_s: RLIMIT_CPU (soft = hard, so the kernel sends SIGKILL when it is reached); address_space_mb:
-    RLIMIT_AS (None: unlimited, e.g. for the JVM, which reserves far more than it uses); nproc:
-    RLIMIT_NPROC (processes + threads of the sandbox uid); fsize_mb: the largest file the program may
-    write; nofile: RLIMIT_NOFILE; stack_mb: RLIMIT_STACK (None keeps the worker's). No core files."""
-    setrlimit = resource.setrlimit
-    setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-    if address_space_mb is not None:
-        setrlimit(resource.RLIMIT_AS, (address_space_mb << 20,) * 2)
-    if stack_mb is not None:
-        # Soft only: solutions that raise their stack limit keep working; memory stays capped by
-        # RLIMIT_AS and the cgroup.
-        setrlimit(resource.RLIMIT_STACK, (stack_mb << 20, resource.RLIM_INFINITY))
-    setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    setrlimit(resource.RLIMIT_FSIZE, (fsize_mb << 20,) * 2)
-    setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def forbid_new_privileges() -> None:
-    """No supplementary groups, and no way to gain privileges through execve (setuid binaries, file
-    capabilities): both are inherited, so the zygote sets them once for every program it clones."""
-    os.setgroups([])
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-

@@ -702,7 +702,7 @@ class LocalExecutor:
         child = worker.read_report(h, report)
         code, sig, cpu = h["exit_code"], h["signal"], h["cpu_s"]
         if isinstance(child.get("signal"), int) and code == 128 + child["signal"]:
-            code, sig = None, child["signal"]  # a signal the PID-1 shim turned into an exit (worker._die)
+            code, sig = None, child["signal"]  # a signal the PID-1 shim turned into an exit (zygote._die)
         tr = TestResult(verdict=Verdict.AC, time_s=round(h["wall_s"], 6), cpu_s=round(cpu, 6),
                         memory_mb=round(max(h.get("cgroup_peak_mb") or 0.0, h["maxrss_kb"] / 1024), 3), exit_code=code, signal=sig,
                         stdout=stdout[:n], stderr=stderr[:n], stdout_truncated=h["ole"] or len(stdout) > n,
