@@ -31,7 +31,6 @@ import gc
 import json
 import marshal
 import os
-import random
 import signal
 import sys
 import threading
@@ -41,16 +40,18 @@ import weakref
 from sandbox import syscalls
 
 # Imported once in the zygote so that programs find them already loaded: what the Python solutions
-# of CodeContests import (sys 42%, collections 20%, math 18%, io, heapq, bisect, itertools, random,
+# of CodeContests import (sys 42%, collections 20%, math 18%, io, heapq, bisect, itertools,
 # threading, functools, fractions, queue, types, string, array, atexit, operator, time, re, decimal,
 # copy: every module imported by at least one of the 300 solutions in ../shared/data), ``typing``
 # (model-written code annotates), and what this runtime itself uses. Other modules are imported by
 # the program that needs them, from the interpreter's read-only prefix: preloading one costs every
 # test its pages at each clone (~0.1 ms of CPU per MB here), importing it costs only its users.
+# ``random`` (3% of solutions) is left to them on purpose: imported by the program, it is seeded
+# from os.urandom as under python3, so no test pays for reseeding a preloaded generator.
 PRELOAD = (
     "abc array atexit bisect builtins cmath codecs collections collections.abc contextlib copy datetime "
     "decimal enum fractions functools gc heapq io itertools json keyword math numbers operator queue "
-    "random re string struct sys threading time types typing weakref"
+    "re string struct sys threading time types typing weakref"
 ).split()
 
 SETUP_FAILED = 121  # exit code of a child whose sandbox set-up (not the program) failed
@@ -131,14 +132,16 @@ class Zygote:
         os.environ.clear()
         os.environ.update(self.env)
         stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
-        self.sys_path = [self.work] + stdlib + packages  # set in the clone: the zygote imports with its own
+        self.sys_path = [self.work] + stdlib + packages
         sys.argv = ["main.py"]
         sys.executable = _interpreter()
         _site_builtins()
         for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
             del sys.modules[name]
-        self.own_streams = sys.stdin, sys.stdout, sys.stderr  # kept: a clone must not finalize them
-        self.streams = _program_streams()  # leaves descriptors 0 .. HIGH_FD - 1 free
+        # The programs' std streams are set here, once (the zygote itself never prints); its own are
+        # kept referenced, so that no clone finalizes them.
+        self.own_streams = sys.stdin, sys.stdout, sys.stderr
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = _program_streams()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         for sig in PROGRAM_SIGNALS:
             signal.signal(sig, _die)
@@ -153,6 +156,7 @@ class Zygote:
         if self.isolated:
             syscalls.forbid_new_privileges()
         _thread_friendly_libc(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
+        sys.path[:] = self.sys_path  # the programs' import path (the zygote imports nothing more)
         # The modules every program finds loaded; the last one marks where a program's own begin.
         self.preloaded = frozenset(sys.modules) - {"__main__"}
         self.n_modules = len(sys.modules)
@@ -377,9 +381,6 @@ def _die(signum, frame):
 
 
 def _run_python(code, fn_name: str | None, args, z: Zygote) -> None:
-    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = z.streams
-    random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
-    sys.path[:] = z.sys_path
     main = types.ModuleType("__main__")
     main.__file__ = "main.py"
     main.__builtins__ = builtins
@@ -415,7 +416,6 @@ def _run_python(code, fn_name: str | None, args, z: Zygote) -> None:
         exit_code = 1
     if fn_name or report.get("exc"):
         _report(report)  # before any hook of the program's runs: nothing after its code can forge it
-    del main, report, code, args
     _exit_like_cpython(exit_code, z)
 
 
