@@ -1,10 +1,12 @@
 """Where a sandbox test's CPU goes: the engine's process tree split by role, per test.
 
     .venv/bin/python benchmarks/sandbox_profile.py [--tests 2000] [--rounds 3] [--workers 2]
-        [--src PATH ...] [--workload trivial|fn|cpp]
+        [--src PATH ...] [--workload trivial|fn|cpp|codecontests] [--data DIR]
 
 Judges one program (``--workload``: a trivial Python stdin program, a call-based Python function, or a
-C++ binary) over ``--tests`` tests in one request through ``LocalExecutor`` (result cache off) and
+C++ binary) over ``--tests`` tests in one request, or (``codecontests``) the Python 3 reference
+solutions of real CodeContests problems (``--data``/code_contests/train.jsonl) on all their tests
+until at least ``--tests`` tests, in one batch, through ``LocalExecutor`` (result cache off) and
 prints, per test: the CPU time of the executor (this process: queue, framing, checker), the workers'
 managers (preparing, draining, reporting), their zygotes (cloning) and the programs (everything from
 the clone to their exit, reaped by the managers), their sum, and the programs' minor page faults
@@ -30,6 +32,7 @@ import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
+DATA = HERE.parent / "shared" / "data"
 
 # Runs inside a fresh interpreter with the checkout under test first on sys.path.
 CHILD = textwrap.dedent(r'''
@@ -72,7 +75,23 @@ CHILD = textwrap.dedent(r'''
     FN = "def add(a, b):\n    return a + b\n"
     CPP = "#include <cstdio>\nint main() { long long a, b; scanf(\"%lld %lld\", &a, &b); printf(\"%lld\\n\", a + b); }\n"
     n = N
-    if WORKLOAD == "fn":
+    reqs = None
+    if WORKLOAD == "codecontests":  # real problems: the Python 3 reference solutions on all their tests
+        reqs = []
+        with open(os.path.join(DATA, "code_contests", "train.jsonl")) as f:
+            for line in f:
+                row = json.loads(line)
+                sols = [c for lang, c in zip(row["solutions"]["language"], row["solutions"]["solution"]) if lang == 3]
+                if not sols:
+                    continue
+                ts = [TestCase(input=i, output=o) for k in ("public_tests", "private_tests", "generated_tests")
+                      for i, o in zip(row[k]["input"], row[k]["output"])]
+                reqs.append(RunRequest(code=sols[0], tests=ts, time_limit_s=10, checker="codecontests"))
+                if sum(len(q.tests) for q in reqs) >= n:
+                    break
+        n = sum(len(q.tests) for q in reqs)
+        req = reqs[0]
+    elif WORKLOAD == "fn":
         req = RunRequest(code=FN, fn_name="add", tests=[TestCase(input=[i, i + 1], output=2 * i + 1) for i in range(n)])
     else:
         req = RunRequest(language="cpp" if WORKLOAD == "cpp" else "python", code=CPP if WORKLOAD == "cpp" else PY,
@@ -91,15 +110,18 @@ CHILD = textwrap.dedent(r'''
                     "wall": time.perf_counter()}
 
         a = snap()
-        r = ex.run(req)
+        if reqs is None:
+            r = ex.run(req)
+            assert r.passed == n, (r.verdict, r.tests[0])
+        else:
+            ex.run_many(reqs)
         b = snap()
-        assert r.passed == n, (r.verdict, r.tests[0])
-    print(json.dumps({k: b[k] - a[k] for k in a}))
+    print(json.dumps({**{k: b[k] - a[k] for k in a}, "tests": n}))
 ''')
 
 
-def measure(src: str, n: int, workers: int, workload: str) -> dict:
-    code = f"SRC = {src!r}\nN = {n}\nWORKERS = {workers}\nWORKLOAD = {workload!r}\n" + CHILD
+def measure(src: str, n: int, workers: int, workload: str, data: str) -> dict:
+    code = f"SRC = {src!r}\nN = {n}\nWORKERS = {workers}\nWORKLOAD = {workload!r}\nDATA = {data!r}\n" + CHILD
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=src)
     if out.returncode != 0:
         raise SystemExit(f"{src}: {out.stderr[-3000:]}")
@@ -111,7 +133,8 @@ def main() -> int:
     ap.add_argument("--tests", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--workload", choices=("trivial", "fn", "cpp"), default="trivial")
+    ap.add_argument("--workload", choices=("trivial", "fn", "cpp", "codecontests"), default="trivial")
+    ap.add_argument("--data", default=str(DATA), help="directory with code_contests/train.jsonl (codecontests workload)")
     ap.add_argument("--src", nargs="+", default=[str(HERE)], help="checkouts to compare (alternated)")
     args = ap.parse_args()
     srcs = [str(Path(s).resolve()) for s in args.src]
@@ -121,8 +144,9 @@ def main() -> int:
     rows: dict[str, list[dict]] = {s: [] for s in srcs}
     for i in range(args.rounds):
         for s in srcs:
-            d = measure(s, n, args.workers, args.workload)
+            d = measure(s, args.tests, args.workers, args.workload, args.data)
             rows[s].append(d)
+            n = d["tests"]
             ms = {k: 1000 * d[k] / n for k in ("executor", "managers", "zygotes", "programs", "kworkers")}
             total = ms["executor"] + ms["managers"] + ms["zygotes"] + ms["programs"]
             print(f"round {i + 1} {s}: executor {ms['executor']:.2f}  managers {ms['managers']:.2f}  zygotes "
@@ -131,8 +155,8 @@ def main() -> int:
                   f"load {os.getloadavg()[0]:.1f}")
     if args.rounds > 1:
         for s in srcs:
-            tot = [1000 * (d["executor"] + d["managers"] + d["zygotes"] + d["programs"]) / n for d in rows[s]]
-            rate = [n / d["wall"] for d in rows[s]]
+            tot = [1000 * (d["executor"] + d["managers"] + d["zygotes"] + d["programs"]) / d["tests"] for d in rows[s]]
+            rate = [d["tests"] / d["wall"] for d in rows[s]]
             print(f"median {s}: {statistics.median(tot):.2f} ms/test CPU, {statistics.median(rate):.0f} tests/s")
     return 0
 
