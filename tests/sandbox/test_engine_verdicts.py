@@ -344,3 +344,31 @@ def test_python_compile_warnings_go_to_compile_output_not_stderr(ex, capfd):
     assert r.verdict == Verdict.AC
     assert "SyntaxWarning" in r.compile_output
     assert "SyntaxWarning" not in capfd.readouterr().err
+
+
+def test_site_builtins_and_modules_not_preloaded_work_as_under_python3(ex):
+    """The zygote runs without site (python -I -S) and preloads only what solutions commonly import:
+    exit()/quit() still end the program with their status, and any other stdlib module imports from
+    the interpreter's read-only prefix inside the sandbox."""
+    r = ex.run(RunRequest(code="print(input())\nexit()\nprint('not reached')", tests=[T("a\n", "a")]))
+    assert r.verdict == Verdict.AC and r.tests[0].stdout == "a\n", r.tests[0]
+    r = ex.run(RunRequest(code="quit(3)", tests=[T("", "")]))
+    assert r.tests[0].verdict == Verdict.RE and r.tests[0].exit_code == 3, r.tests[0]
+    code = ("import hashlib, statistics, dataclasses, sys\n"
+            "assert callable(help) and 'Python' in str(copyright)\n"
+            "print(hashlib.sha256(b'x').hexdigest()[:8], statistics.median([3, 1, 2]),"
+            " 'hashlib' in sys.modules)")
+    r = ex.run(RunRequest(code=code, tests=[T("", "2d711642 2 True")]))
+    assert r.verdict == Verdict.AC, r.tests[0]
+
+
+def test_a_worker_whose_zygote_cannot_start_refuses_with_the_reason(tmp_path):
+    """A real worker process whose zygote command exits at once: the worker's hello says why."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom sandbox import worker\n"
+              "worker.zygote_command = lambda config: [sys.executable, '-c', 'raise SystemExit(3)']\n"
+              f"w = worker.Worker({str(tmp_path)!r}, 64, 'off')\nprint(w.error, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "the zygote did not start" in out.stderr, out.stderr
