@@ -135,6 +135,11 @@ class Zygote:
         self.sys_path = [self.work] + stdlib + packages
         sys.argv = ["main.py"]
         sys.executable = _interpreter()
+        # The program's __main__, empty: each clone fills its own copy.
+        self.main = types.ModuleType("__main__")
+        self.main.__file__ = "main.py"
+        self.main.__builtins__ = builtins
+        sys.modules["__main__"] = self.main
         _site_builtins()
         for name in [m for m in sys.modules if m == "sandbox" or m.startswith("sandbox.")]:
             del sys.modules[name]
@@ -381,10 +386,7 @@ def _die(signum, frame):
 
 
 def _run_python(code, fn_name: str | None, args, z: Zygote) -> None:
-    main = types.ModuleType("__main__")
-    main.__file__ = "main.py"
-    main.__builtins__ = builtins
-    sys.modules["__main__"] = main
+    main = z.main
     report: dict = {}
     exit_code = 0
     try:
@@ -433,7 +435,7 @@ def _exit_like_cpython(exit_code: int, z: Zygote) -> None:
     nothing to do (no thread was started, no atexit hook registered) are skipped without touching
     the interpreter's state: every page touched here is a page copied."""
     try:
-        if getattr(threading, "_threading_atexits", True) or getattr(threading, "_shutdown_locks", True):
+        if _thread._count():  # a thread the program started is still alive: join as CPython does
             threading._shutdown()
     except BaseException:
         pass
@@ -444,7 +446,8 @@ def _exit_like_cpython(exit_code: int, z: Zygote) -> None:
         pass
     exit_code = _flush_std(exit_code)
     try:
-        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__ or sys.stdin is not sys.__stdin__:
+            sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
         collect, alive, value = False, [], None
         for name in _programs_modules(z):
             d = getattr(sys.modules.get(name), "__dict__", None)

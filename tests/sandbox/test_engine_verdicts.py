@@ -372,3 +372,18 @@ def test_a_worker_whose_zygote_cannot_start_refuses_with_the_reason(tmp_path):
               f"w = worker.Worker({str(tmp_path)!r}, 64, 'off')\nprint(w.error, file=sys.stderr)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "the zygote did not start" in out.stderr, out.stderr
+
+
+def test_threads_still_running_when_the_code_ends_are_joined_as_under_python3(ex):
+    """The runtime's exit joins non-daemon threads (and runs concurrent.futures' exit hook) before
+    flushing, as CPython's finalization does; daemon threads are not waited for."""
+    code = ("import threading, time, sys\nfrom concurrent.futures import ThreadPoolExecutor\n"
+            "def late(tag):\n    time.sleep(0.2)\n    print(tag, flush=True)\n"
+            "threading.Thread(target=late, args=('thread',)).start()\n"
+            "ThreadPoolExecutor(1).submit(late, 'pool')\n"
+            "threading.Thread(target=lambda: (time.sleep(30), print('daemon')), daemon=True).start()\n"
+            "print('main')\n")
+    r = ex.run(RunRequest(code=code, tests=[T("", "")], wall_time_limit_s=10))
+    t = r.tests[0]
+    assert t.exit_code == 0 and sorted(t.stdout.split()) == ["main", "pool", "thread"], t
+    assert t.time_s < 5, t  # the daemon thread's sleep was not waited for
