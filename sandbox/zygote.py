@@ -31,6 +31,7 @@ import gc
 import json
 import marshal
 import os
+import random
 import signal
 import sys
 import threading
@@ -40,18 +41,18 @@ import weakref
 from sandbox import syscalls
 
 # Imported once in the zygote so that programs find them already loaded: what the Python solutions
-# of CodeContests import (sys 42%, collections 20%, math 18%, io, heapq, bisect, itertools,
+# of CodeContests import (sys 42%, collections 20%, math 18%, io, heapq, bisect, itertools, random,
 # threading, functools, fractions, queue, types, string, array, atexit, operator, time, re, decimal,
 # copy: every module imported by at least one of the 300 solutions in ../shared/data), ``typing``
-# (model-written code annotates), and what this runtime itself uses. Other modules are imported by
-# the program that needs them, from the interpreter's read-only prefix: preloading one costs every
-# test its pages at each clone (~0.1 ms of CPU per MB here), importing it costs only its users.
-# ``random`` (3% of solutions) is left to them on purpose: imported by the program, it is seeded
-# from os.urandom as under python3, so no test pays for reseeding a preloaded generator.
+# (model-written code annotates), what verl's wrapper of a call-based program imports on every test
+# it sends to /run_code (also ``statistics`` and ``traceback``; without them a call costs 19-20 ms of
+# CPU instead of 11-15), and what this runtime itself uses. Other modules are imported by the program
+# that needs them, from the interpreter's read-only prefix: preloading one costs every test its
+# pages at each clone (~0.1 ms of CPU per MB here), importing it costs only its users.
 PRELOAD = (
     "abc array atexit bisect builtins cmath codecs collections collections.abc contextlib copy datetime "
     "decimal enum fractions functools gc heapq io itertools json keyword math numbers operator queue "
-    "re string struct sys threading time types typing weakref"
+    "random re statistics string struct sys threading time traceback types typing weakref"
 ).split()
 
 SETUP_FAILED = 121  # exit code of a child whose sandbox set-up (not the program) failed
@@ -386,6 +387,7 @@ def _die(signum, frame):
 
 
 def _run_python(code, fn_name: str | None, args, z: Zygote) -> None:
+    random.seed()  # a fresh seed per run, as a new interpreter would have (the clone skipped at-fork hooks)
     main = z.main
     report: dict = {}
     exit_code = 0
