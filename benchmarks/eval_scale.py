@@ -7,7 +7,10 @@ crash, a program with no code block, and the reference reformatted. "with dedup"
 they are (identical programs of a problem run once); "without dedup" appends a unique comment to each
 program, so neither codealign's dedup nor the sandbox's result cache can help: every sample runs.
 
-    python benchmarks/eval_scale.py [--problems 12] [--n 40] [--workers 2] [--tests-per-problem 100]
+    python benchmarks/eval_scale.py [--problems 12] [--n 40] [--workers 2] [--tests-per-problem 100] [--data DIR]
+
+``--data`` is the directory holding code_contests/train.jsonl (default: ../shared/data beside the
+checkout), so the script also runs from outside a checkout.
 
 The projection scales the measured seconds per executed test to 165 problems x 1000 samples x
 ``--tests-per-problem`` tests (CodeContests' test split has far more tests per problem than the 10
@@ -73,9 +76,13 @@ def main() -> None:
     ap.add_argument("--tests-per-problem", type=int, default=100, help="assumed tests per CodeContests test-split problem")
     ap.add_argument("--replicas", default="1,4,16,64")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, default=DATA, help="directory holding code_contests/train.jsonl (default: %(default)s)")
     args = ap.parse_args()
+    train = args.data / "code_contests" / "train.jsonl"
+    if not train.is_file():
+        ap.error(f"--data {args.data}: no code_contests/train.jsonl there (pass the directory that holds code_contests/)")
 
-    all_problems = load_problems(DATA / "code_contests" / "train.jsonl")
+    all_problems = load_problems(train)
     # Problems whose reference solution is quick and accepted keep the mix realistic and the run short.
     problems = [p for p in all_problems if p.solutions.get("python")][: args.problems * 2]
     with make_client(workers=args.workers) as ex:
@@ -84,7 +91,7 @@ def main() -> None:
         ok = [c.problem_id for c in judge_references(ex, problems, max_per_problem=1) if c.accepted]
     problems = [p for p in problems if p.id in ok][: args.problems]
     pairs = samples_for(problems, args.n, args.seed)
-    print(f"{len(problems)} CodeContests problems (../shared/data), {args.n} samples each, {args.workers} sandbox workers")
+    print(f"{len(problems)} CodeContests problems ({train}), {args.n} samples each, {args.workers} sandbox workers")
     rows = {}
     modes = (("with dedup", False, False), ("without dedup", True, False), ("no dedup, stop at 1st failure", True, True))
     for name, unique, stop in modes:
