@@ -10,19 +10,24 @@ verl's wrapper around the sample: star-imports of 18 stdlib modules, the sample,
 reads one JSON value per stdin line as the arguments, calls the function (or the method of
 ``Solution()``) and prints the result. A 504 answer is retried twice, after 1 s and 2 s.
 
-This script fires that load, closed-loop (``--concurrency`` requests always in flight, each on a new
-connection), for ``--seconds`` per row, and prints requests/s, latency p50/p99 and the CPU per request
-of the whole service process tree (the programs included) for these rows:
+This script fires that load, closed-loop (``--concurrency`` requests in flight, each on a new
+connection), the same ``--requests`` per row on any server, and prints requests/s, latency p50/p99 and
+the CPU per request of the whole service process tree (the programs included) for these rows:
 
   trivial       ``print(input())``, 10 tests per sample: the per-request overhead;
+  trivial-call  verl's call-based wrapper around ``def echo(x): return x``: the wrapper's own cost;
   codecontests  CodeContests stdin tests (``--data``/code_contests/train.jsonl) with the problems'
                 reference Python solutions;
   apps-call     APPS call-based tests (``--data``/apps/train.jsonl, problems with reference
                 solutions) through verl's wrapper.
 
-Every sample is distinct (a ``# sample k`` comment), so no result cache can answer. The verdicts are
-verl's (pass, wrong, runtime_error, timeout, compile_error, sandbox_error, api_error) and are
-printed too: on reference solutions nearly all should pass on any server.
+The data rows cycle over the first ``--problems`` problems and their reference solutions (real
+programs: some are slow, e.g. one of APPS' ``is_prime`` references takes ~1.5 s of CPU per test, so
+the program's own CPU dominates those rows). Every sample is distinct (a ``# sample k`` comment), so
+no result cache can answer. The verdicts are verl's (pass, wrong, runtime_error, timeout,
+compile_error, sandbox_error, api_error) and are printed too: with reference solutions the only
+expected misses are verl's exact comparison on multiple-answer problems and references that print
+extra lines, the same on every server; timeouts or api_errors are the server's.
 
 CPU: the service runs in a fresh cgroup-v1 ``cpuacct`` group created here (root), so every process
 it starts counts, whoever reaps it; without one (cgroup v2, not root) the live process tree is read
@@ -30,7 +35,7 @@ from /proc (utime + stime + the times of reaped children), which misses programs
 the tree. ``client CPU`` is this script's own CPU per request.
 
     .venv/bin/python benchmarks/run_code_load.py                       # starts `python -m sandbox serve`
-    .venv/bin/python benchmarks/run_code_load.py --rows trivial --seconds 20 --workers 2
+    .venv/bin/python benchmarks/run_code_load.py --rows trivial --requests 2000 --workers 2
     # any SandboxFusion-compatible server, started (and measured) by this script; {port} is filled in:
     .venv/bin/python benchmarks/run_code_load.py --serve-cmd 'cd /tmp/sandboxfusion && exec uvicorn sandbox.server.server:app --port {port}'
     # one already running (CPU only with --pid, from /proc):
@@ -162,6 +167,13 @@ def trivial_samples() -> Iterator[list[Call]]:
         yield [Call(fusion_body(code, f"{k} {i}"), (f"{k} {i}",)) for i in range(10)]
 
 
+def trivial_call_samples() -> Iterator[list[Call]]:
+    """verl's call-based wrapper around a function that returns its argument: the wrapper's own cost."""
+    for k in itertools.count():
+        program = call_based_program(f"def echo(x):\n    return x\n# sample {k}\n", "echo")
+        yield [Call(fusion_body(program, call_stdin([[k, i]])), (printed([k, i]),)) for i in range(10)]
+
+
 def codecontests_samples(problems) -> Iterator[list[Call]]:
     for k in itertools.count():
         p = problems[k % len(problems)]
@@ -188,8 +200,11 @@ def apps_call_samples(problems) -> Iterator[list[Call]]:
         yield [Call(fusion_body(program, call_stdin(t.input)), apps_expected(t.output)) for t in p.all_tests()]
 
 
-ROW_FILES = {"trivial": None, "codecontests": "code_contests/train.jsonl", "apps-call": "apps/train.jsonl"}
+ROW_FILES = {"trivial": None, "trivial-call": None, "codecontests": "code_contests/train.jsonl",
+             "apps-call": "apps/train.jsonl"}
 """The rows and the file under --data each one reads."""
+ROW_REQUESTS = {"trivial": 640, "trivial-call": 320, "codecontests": 320, "apps-call": 128}
+"""Requests per row by default: tens of seconds on SandboxFusion on 2 cores."""
 
 
 def row_problems(data: Path, name: str, limit: int) -> list:
@@ -204,7 +219,7 @@ def row_problems(data: Path, name: str, limit: int) -> list:
 
 
 def load_rows(data: Path, names: list[str], problems_per_row: int) -> dict[str, Iterator[list[Call]]]:
-    make = {"trivial": lambda: trivial_samples(),
+    make = {"trivial": lambda: trivial_samples(), "trivial-call": lambda: trivial_call_samples(),
             "codecontests": lambda: codecontests_samples(row_problems(data, "codecontests", problems_per_row)),
             "apps-call": lambda: apps_call_samples(row_problems(data, "apps-call", problems_per_row))}
     return {name: make[name]() for name in names}
@@ -361,17 +376,18 @@ class RowResult:
     verdicts: dict[str, int] = field(default_factory=dict)
 
 
-def fire(url: str, samples: Iterator[list[Call]], concurrency: int, seconds: float, meter: CpuMeter | None) -> RowResult:
-    """Keep ``concurrency`` requests in flight for ``seconds`` (then let them finish)."""
-    calls = (c for sample in samples for c in sample)
+def fire(url: str, samples: Iterator[list[Call]], requests: int, concurrency: int, meter: CpuMeter | None) -> RowResult:
+    """Send the first ``requests`` calls of ``samples``, ``concurrency`` in flight at a time."""
+    calls = itertools.islice((c for sample in samples for c in sample), requests)
     lock = threading.Lock()
     result = RowResult()
-    deadline = time.monotonic() + seconds
 
     def loop() -> None:
-        while time.monotonic() < deadline:
+        while True:
             with lock:
-                call = next(calls)
+                call = next(calls, None)
+            if call is None:
+                return
             body = json.dumps(call.body).encode()
             timeout = call.body["compile_timeout"] + call.body["run_timeout"] + VERL_API_SLACK_S
             start = time.perf_counter()
@@ -422,12 +438,13 @@ def main() -> None:
     ap.add_argument("--serve-cmd", help="shell command starting another server on 127.0.0.1:{port}, measured here")
     ap.add_argument("--workers", type=int, default=2, help="workers of our service (`serve --workers`)")
     ap.add_argument("--data", type=Path, default=DATA, help="directory with code_contests/ and apps/ (default: %(default)s)")
-    ap.add_argument("--rows", default="trivial,codecontests,apps-call", help="comma-separated rows to run")
-    ap.add_argument("--seconds", type=float, default=10.0, help="load time per row, seconds")
+    ap.add_argument("--rows", default=",".join(ROW_FILES), help="comma-separated rows to run (default: %(default)s)")
+    ap.add_argument("--requests", type=int, help="requests per row (default: "
+                    + ", ".join(f"{k} {v}" for k, v in ROW_REQUESTS.items()) + ")")
     ap.add_argument("--concurrency", type=int, default=VERL_MAX_CONCURRENT,
                     help="requests in flight (verl's sandbox_fusion.max_concurrent, default %(default)s)")
     ap.add_argument("--problems", type=int, default=20, help="problems per data row")
-    ap.add_argument("--warmup-s", type=float, default=1.0, help="untimed trivial load before the rows, seconds")
+    ap.add_argument("--warmup", type=int, default=64, help="untimed trivial requests before the rows")
     args = ap.parse_args()
     names = [n.strip() for n in args.rows.split(",") if n.strip()]
     for name in names:
@@ -458,14 +475,14 @@ def main() -> None:
         proc = start_service(cmd, url, meter, log)
     try:
         load0 = os.getloadavg()
-        if args.warmup_s > 0:
-            fire(url, trivial_samples(), args.concurrency, args.warmup_s, None)
-        print(f"server: {what}; {args.concurrency} requests in flight, {args.seconds:g} s per row; "
+        fire(url, trivial_samples(), args.warmup, args.concurrency, None)
+        print(f"server: {what}; {args.concurrency} requests in flight; "
               f"CPU by {meter.method if meter else 'nothing (pass --pid)'}; {os.cpu_count()} cores")
         print(f"{'row':<13} {'reqs':>6} {'s':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>8} "
               f"{'client':>7}   verl's verdicts")
         for name, samples in rows.items():
-            print(report(name, fire(url, samples, args.concurrency, args.seconds, meter)), flush=True)
+            n = args.requests or ROW_REQUESTS[name]
+            print(report(name, fire(url, samples, n, args.concurrency, meter)), flush=True)
         load1 = os.getloadavg()
         print(f"load average (1 min) {load0[0]:.2f} at the start, {load1[0]:.2f} at the end")
     finally:
