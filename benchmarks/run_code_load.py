@@ -55,6 +55,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -471,9 +472,10 @@ def main() -> None:
             cmd = [sys.executable, "-m", "sandbox", "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", str(args.workers), "--log-level", "warning"]
             what = f"python -m sandbox serve --workers {args.workers}"
-        log = Path(f"/tmp/run_code_load-{os.getpid()}.log")
-        proc = start_service(cmd, url, meter, log)
+    logs = tempfile.TemporaryDirectory(prefix="run_code_load-")  # the server's log, shown if it fails to start
     try:
+        if not args.url:
+            proc = start_service(cmd, url, meter, Path(logs.name) / "server.log")
         load0 = os.getloadavg()
         fire(url, trivial_samples(), args.warmup, args.concurrency, None)
         print(f"server: {what}; {args.concurrency} requests in flight; "
@@ -490,6 +492,7 @@ def main() -> None:
             stop_service(proc)
         if meter is not None:
             meter.close()
+        logs.cleanup()
 
 
 if __name__ == "__main__":
