@@ -1,12 +1,15 @@
 """Where a sandbox test's CPU goes: the engine's process tree split by role, per test.
 
     .venv/bin/python benchmarks/sandbox_profile.py [--tests 2000] [--rounds 3] [--workers 2]
-        [--src PATH ...] [--workload trivial|fn|cpp|codecontests] [--data DIR]
+        [--src PATH ...] [--workload trivial|fn|cpp|codecontests|java|java-cc|java-scanner] [--data DIR]
 
-Judges one program (``--workload``: a trivial Python stdin program, a call-based Python function, or a
-C++ binary) over ``--tests`` tests in one request, or (``codecontests``) the Python 3 reference
-solutions of real CodeContests problems (``--data``/code_contests/train.jsonl) on all their tests
-until at least ``--tests`` tests, in one batch, through ``LocalExecutor`` (result cache off) and
+Judges one program (``--workload``: a trivial Python stdin program, a call-based Python function, a
+C++ binary, or a Java program: ``java`` reads a line with BufferedReader and prints, ``java-cc`` is a
+typical CodeContests solution (a BufferedReader/StringTokenizer reader, PrintWriter, collections, a
+lambda), ``java-scanner`` reads with Scanner) over ``--tests`` tests in one request, or
+(``codecontests``) the Python 3 reference solutions of real CodeContests problems
+(``--data``/code_contests/train.jsonl) on all their tests until at least ``--tests`` tests, in one
+batch, through ``LocalExecutor`` (result cache off) and
 prints, per test: the CPU time of the executor (this process: queue, framing, checker), the workers'
 managers (preparing, draining, reporting), their zygotes (cloning) and the programs (everything from
 the clone to their exit, reaped by the managers), their sum, and the programs' minor page faults
@@ -74,6 +77,62 @@ CHILD = textwrap.dedent(r'''
     PY = "a, b = map(int, input().split())\nprint(a + b)\n"
     FN = "def add(a, b):\n    return a + b\n"
     CPP = "#include <cstdio>\nint main() { long long a, b; scanf(\"%lld %lld\", &a, &b); printf(\"%lld\\n\", a + b); }\n"
+    JAVA = """import java.io.*;
+
+    public class Main {
+        public static void main(String[] args) throws IOException {
+            BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+            String[] p = in.readLine().trim().split(" ");
+            System.out.println(Long.parseLong(p[0]) + Long.parseLong(p[1]));
+        }
+    }
+    """
+    JAVA_CC = """import java.io.*;
+    import java.util.*;
+
+    public class Main {
+        static class FastReader {
+            BufferedReader br = new BufferedReader(new InputStreamReader(System.in));
+            StringTokenizer st;
+
+            String next() throws IOException {
+                while (st == null || !st.hasMoreTokens()) st = new StringTokenizer(br.readLine());
+                return st.nextToken();
+            }
+
+            long nextLong() throws IOException { return Long.parseLong(next()); }
+        }
+
+        public static void main(String[] args) throws IOException {
+            FastReader in = new FastReader();
+            PrintWriter out = new PrintWriter(new BufferedWriter(new OutputStreamWriter(System.out)));
+            long a = in.nextLong(), b = in.nextLong();
+            List<Long> xs = new ArrayList<>(Arrays.asList(a, b));
+            xs.sort((x, y) -> Long.compare(y, x));
+            Map<Long, Integer> seen = new HashMap<>();
+            for (long x : xs) seen.merge(x, 1, Integer::sum);
+            long[] arr = {a, b};
+            Arrays.sort(arr);
+            out.println(arr[0] + arr[1]);
+            out.flush();
+        }
+    }
+    """
+    JAVA_SCANNER = """import java.util.*;
+
+    public class Main {
+        public static void main(String[] args) {
+            Scanner sc = new Scanner(System.in);
+            long a = sc.nextLong(), b = sc.nextLong();
+            TreeMap<Long, Integer> m = new TreeMap<>();
+            m.put(a, 1);
+            m.put(b, 2);
+            System.out.println("" + (m.firstKey() + m.lastKey()));
+        }
+    }
+    """
+    SOURCES = {"trivial": ("python", PY), "cpp": ("cpp", CPP), "java": ("java", JAVA), "java-cc": ("java", JAVA_CC),
+               "java-scanner": ("java", JAVA_SCANNER)}
     n = N
     reqs = None
     if WORKLOAD == "codecontests":  # real problems: the Python 3 reference solutions on all their tests
@@ -94,7 +153,8 @@ CHILD = textwrap.dedent(r'''
     elif WORKLOAD == "fn":
         req = RunRequest(code=FN, fn_name="add", tests=[TestCase(input=[i, i + 1], output=2 * i + 1) for i in range(n)])
     else:
-        req = RunRequest(language="cpp" if WORKLOAD == "cpp" else "python", code=CPP if WORKLOAD == "cpp" else PY,
+        language, code = SOURCES[WORKLOAD]
+        req = RunRequest(language=language, code=code,
                          tests=[TestCase(input=f"{i} {i + 1}\n", output=str(2 * i + 1)) for i in range(n)])
     with LocalExecutor(workers=WORKERS, cache_size=0) as ex:
         warm = req.model_copy(update={"tests": req.tests[:2 * WORKERS]})
@@ -130,21 +190,22 @@ def measure(src: str, n: int, workers: int, workload: str, data: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tests", type=int, default=2000)
+    ap.add_argument("--tests", type=int, default=None, help="tests per round (default 2000; 300 for Java)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--workload", choices=("trivial", "fn", "cpp", "codecontests"), default="trivial")
+    ap.add_argument("--workload", choices=("trivial", "fn", "cpp", "codecontests", "java", "java-cc", "java-scanner"),
+                    default="trivial")
     ap.add_argument("--data", default=str(DATA), help="directory with code_contests/train.jsonl (codecontests workload)")
     ap.add_argument("--src", nargs="+", default=[str(HERE)], help="checkouts to compare (alternated)")
     args = ap.parse_args()
     srcs = [str(Path(s).resolve()) for s in args.src]
-    n = args.tests
-    print(f"{args.workload} workload, {n} tests per round, {args.workers} workers, load average "
+    tests = args.tests or (300 if args.workload.startswith("java") else 2000)
+    print(f"{args.workload} workload, {tests} tests per round, {args.workers} workers, load average "
           f"{os.getloadavg()[0]:.1f}; per test: ms of CPU by role, faults of the program")
     rows: dict[str, list[dict]] = {s: [] for s in srcs}
     for i in range(args.rounds):
         for s in srcs:
-            d = measure(s, args.tests, args.workers, args.workload, args.data)
+            d = measure(s, tests, args.workers, args.workload, args.data)
             rows[s].append(d)
             n = d["tests"]
             ms = {k: 1000 * d[k] / n for k in ("executor", "managers", "zygotes", "programs", "kworkers")}
