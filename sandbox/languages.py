@@ -24,6 +24,18 @@ from sandbox.errors import LanguageUnavailable
 
 LANGUAGES = ("python", "cpp", "java")
 CPP_FLAGS = ("-std=c++17", "-O2", "-pipe")
+# How every test's JVM runs: one core's worth of GC and JIT threads, C1 only (most tests are short).
+JVM_FLAGS = ("-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ActiveProcessorCount=1", "-Xshare:auto")
+# What a JVM start costs less with (docs/sandbox_engine.md, "Java start"); used only where this JVM accepts
+# all of them (jvm_start_flags). ArchiveRelocationMode=0 maps the JDK's class-data archive where it was
+# dumped instead of at a random address: relocating its pointers was 12% of a trivial program's CPU. That
+# gives up ASLR of that region, which guards a JVM against memory-corruption exploits; a program here
+# already runs native code at will (Unsafe, exec of a file it writes), so the sandbox never relied on it.
+# No hsperfdata file (a mmap'd file in the test's /tmp per start). The JVM's own warnings (unified logging
+# writes them to stdout by default: "[warning][os,thread] Failed to start thread ...") go to stderr:
+# stdout is the program's answer.
+JVM_START_FLAGS = ("-XX:-UsePerfData", "-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0",
+                   "-Xlog:disable", "-Xlog:all=warning:stderr")
 COMPILE_MEMORY_MB = 2048  # a compile's process tree (memory cgroup) and, for g++/cc1plus, each process (RLIMIT_AS)
 
 
@@ -152,12 +164,26 @@ def compile_job(language: str, code: str, key: str) -> tuple[dict, list[bytes]]:
     return header, [code.encode("utf-8", "surrogatepass")]
 
 
+@lru_cache(maxsize=None)
+def jvm_start_flags() -> tuple[str, ...]:
+    """JVM_START_FLAGS if this host's JVM starts with them, else none: a JVM that does not know one of
+    them (another version) would refuse to start, and every Java test would be a runtime error."""
+    java = _tool("java")
+    if not java:
+        return ()
+    try:
+        ok = subprocess.run([java, *JVM_FLAGS, *JVM_START_FLAGS, "-version"], capture_output=True,
+                            timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return JVM_START_FLAGS if ok else ()
+
+
 def compiled_program(language: str, code: str, key: str, memory_limit_mb: int) -> Program:
     if language == "cpp":
         return Program("cpp", "exec", argv=["{bin}/" + key], bin_key=key)
     cls = java_main_class(code)
     java = _tool("java")
-    argv = [java, f"-Xmx{memory_limit_mb}m", "-Xss64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-XX:ActiveProcessorCount=1", "-Xshare:auto", "-cp", "{bin}/" + key, cls]
+    argv = [java, f"-Xmx{memory_limit_mb}m", *JVM_FLAGS, *jvm_start_flags(), "-cp", "{bin}/" + key, cls]
     return Program("java", "exec", argv=argv, address_space=False, extra_nproc=192,
                    needs_proc=True, bin_key=key)
