@@ -47,6 +47,10 @@ COPY sandbox /opt/codealign/sandbox
 ENV PATH=/opt/sandbox-venv/bin:$PATH \
     PYTHONPATH=/opt/codealign
 WORKDIR /opt/codealign
+# The class-data archive every Java test's JVM maps (sandbox/jvm_archive.py; docs/sandbox_engine.md,
+# "Java start"), built once here instead of at the first Java request of every container.
+RUN if [ "$INSTALL_JDK" = "1" ]; then \
+      python -c "from sandbox import languages; assert languages.java_archive(None, wait=True), 'no JVM archive'"; fi
 
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \

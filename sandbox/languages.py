@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from sandbox import jvm_archive
 from sandbox.errors import LanguageUnavailable
 
 LANGUAGES = ("python", "cpp", "java")
@@ -179,11 +180,25 @@ def jvm_start_flags() -> tuple[str, ...]:
     return JVM_START_FLAGS if ok else ()
 
 
-def compiled_program(language: str, code: str, key: str, memory_limit_mb: int) -> Program:
+def java_archive(bin_cache: str | None, wait: bool = False) -> str | None:
+    """The file name, in ``bin_cache``, of the class-data archive Java tests map (sandbox/jvm_archive.py);
+    None while it is being built (``wait``: build it now) or where it cannot be. ``bin_cache`` None:
+    build it into this host's store only (the Docker image does so at build time)."""
+    java, javac = _tool("java"), _tool("javac")
+    if not java or not javac:
+        return None
+    return jvm_archive.ensure(bin_cache, java, javac, JVM_FLAGS + jvm_start_flags(), wait=wait)
+
+
+def compiled_program(language: str, code: str, key: str, memory_limit_mb: int, bin_cache: str | None = None) -> Program:
+    """How a test of the compiled program ``key`` starts; Java maps the shared class-data archive of
+    ``bin_cache`` once it is there."""
     if language == "cpp":
         return Program("cpp", "exec", argv=["{bin}/" + key], bin_key=key)
     cls = java_main_class(code)
     java = _tool("java")
-    argv = [java, f"-Xmx{memory_limit_mb}m", *JVM_FLAGS, *jvm_start_flags(), "-cp", "{bin}/" + key, cls]
+    archive = java_archive(bin_cache) if bin_cache else None
+    shared = [f"-XX:SharedArchiveFile={{bin}}/{archive}"] if archive else []
+    argv = [java, f"-Xmx{memory_limit_mb}m", *JVM_FLAGS, *jvm_start_flags(), *shared, "-cp", "{bin}/" + key, cls]
     return Program("java", "exec", argv=argv, address_space=False, extra_nproc=192,
                    needs_proc=True, bin_key=key)

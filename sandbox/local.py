@@ -612,7 +612,7 @@ class LocalExecutor:
                 with self._lock:  # later requests find the binary (or the failure) instead
                     if self._compile_locks.get(key) is lock and not lock.locked():
                         del self._compile_locks[key]
-        return languages.compiled_program(req.language, req.code, key, req.memory_limit_mb)
+        return languages.compiled_program(req.language, req.code, key, req.memory_limit_mb, self.bin_cache)
 
     def _compile_now(self, req: RunRequest, key: str, deadline: float | None, group: int, state: _RunState,
                      started: Callable[[], None], start_timeout_s: float | None) -> None:
