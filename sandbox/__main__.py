@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
         help="Programs that may wait beyond one per worker before 504 (default 64 per worker)."
     )
     serve.add_argument(
-        "--queue-timeout", type=float, default=10.0, help="Seconds a single request waits for its first test to start before 504 (default 10)."
+        "--queue-timeout", type=float, default=None,
+        help="Seconds a single request waits for its first test to start before 504 (default: 10 for /v1/run; "
+        "for /run_code compile_timeout + 8, as long as a SandboxFusion client such as verl still waits).",
     )
     serve.add_argument("--max-body-mb", type=int, default=256, help="Largest request body, MiB (default 256).")
     serve.add_argument(

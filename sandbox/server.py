@@ -41,6 +41,9 @@ from sandbox.fusion import RunCodeRequest, RunCodeResponse, sandbox_error, to_fu
 from sandbox.metrics import ServiceMetrics
 from sandbox.spec import RunRequest, RunResult, TestCase
 
+DEFAULT_QUEUE_TIMEOUT_S = 10.0  # a /v1/run request's wait for its first test, when not configured
+RUN_CODE_MAX_WAIT_S = 60.0  # the longest a /run_code request waits, whatever its compile_timeout
+
 log = logging.getLogger("sandbox.server")
 
 
@@ -70,8 +73,10 @@ class ServiceSettings(BaseModel):
     max_queue: int | None = Field(
         default=None, ge=0, description="Programs that may wait beyond one per worker; None means 64 per worker."
     )
-    queue_timeout_s: float = Field(
-        default=10.0, ge=0, description="Longest wait of a single request for its first test to start, before 504."
+    queue_timeout_s: float | None = Field(
+        default=None, ge=0,
+        description="Longest wait of a single request for its first test to start, before 504. None: 10 s for "
+        "/v1/run; for /run_code as long as its SandboxFusion client still waits for the answer (see run_code_wait_s).",
     )
     max_testsets: int = Field(default=4096, gt=0, description="Test sets kept for the batch path (LRU).")
     max_testset_bytes: int = Field(
@@ -82,6 +87,19 @@ class ServiceSettings(BaseModel):
 
     def resolved_workers(self) -> int:
         return self.workers or cpu_count()
+
+    def run_wait_s(self) -> float:
+        """How long a /v1/run request may wait for its first test to start."""
+        return DEFAULT_QUEUE_TIMEOUT_S if self.queue_timeout_s is None else self.queue_timeout_s
+
+    def run_code_wait_s(self, compile_timeout: float) -> float:
+        """How long a /run_code request may wait. SandboxFusion's clients wait ``compile_timeout +
+        run_timeout + 10`` s for the answer (verl), and its program may then run ``run_timeout + 1`` s
+        of wall clock, so it can wait ``compile_timeout + 8`` s (1 s to spare; at most RUN_CODE_MAX_WAIT_S)
+        and still be answered in time: under verl's defaults (64 requests in flight) a fixed 8 s sent
+        correct programs to 504s that exhausted verl's three tries. ``queue_timeout_s``, when set, caps it."""
+        wait = min(compile_timeout + 8.0, RUN_CODE_MAX_WAIT_S)
+        return wait if self.queue_timeout_s is None else min(wait, self.queue_timeout_s)
 
     def resolved_max_queue(self) -> int:
         return 64 * self.resolved_workers() if self.max_queue is None else self.max_queue
@@ -356,7 +374,7 @@ def create_app(
             metrics.inc("sandbox_rejected_total", route=route)
             return _overloaded(str(e))
         try:
-            return await judge(req, settings.queue_timeout_s if wait_s is None else wait_s)
+            return await judge(req, settings.run_wait_s() if wait_s is None else wait_s)
         except Overloaded as e:
             metrics.inc("sandbox_rejected_total", route=route)
             return _overloaded(str(e))
@@ -444,10 +462,9 @@ def create_app(
         except ValidationError as e:
             return _error(422, _describe_validation(e.errors()))
         try:
-            # SandboxFusion clients wait compile_timeout + run_timeout + 10 s (verl): queueing at most
-            # 8 s before a 504 (which they retry) keeps that. The run's own wall-clock limit (the
-            # engine's, from when the program starts) is in the request: see RunCodeRequest.
-            outcome = await judge_single(req, "/run_code", wait_s=min(settings.queue_timeout_s, 8.0))
+            # The run's own wall-clock limit (the engine's, from when the program starts) is in the
+            # request: see RunCodeRequest; how long it may queue: ServiceSettings.run_code_wait_s.
+            outcome = await judge_single(req, "/run_code", wait_s=settings.run_code_wait_s(body.compile_timeout))
         except BadRequest:
             raise
         except Exception as e:  # SandboxFusion reports its own failures in the body, with 200

@@ -69,3 +69,17 @@ def test_oversized_body_is_413_and_the_service_keeps_serving(spawn_server):
     assert resp.status_code == 413 and "exceeds the limit" in resp.json()["detail"]
     ok = httpx.post(url + "/v1/run", json={"code": "print(1)", "tests": [{"input": "", "output": "1"}]}, timeout=60)
     assert ok.json()["verdict"] == "AC"
+
+
+def test_run_code_waits_as_long_as_its_client_does(spawn_server):
+    """verl waits compile_timeout + run_timeout + 10 s for a /run_code answer: with the default queue
+    timeout a request may wait compile_timeout + 8 s for a worker (a fixed 8 s turned correct programs
+    into 504s that exhausted verl's retries), and an explicit --queue-timeout still caps it."""
+    url = spawn_server(workers=1)
+    body = {"code": SLOW["code"], "language": "python", "run_timeout": 4, "compile_timeout": 10}
+    answers = asyncio.run(_flood(url, "/run_code", body, 7))  # the last waits ~9 s behind six 1.5 s runs
+    assert [r.status_code for r in answers] == [200] * 7, [(r.status_code, r.text[:80]) for r in answers]
+    assert all(r.json()["status"] == "Success" for r in answers)
+    capped = spawn_server("--queue-timeout", "0.3", workers=1)
+    codes = sorted(r.status_code for r in asyncio.run(_flood(capped, "/run_code", body, 3)))
+    assert codes == [200, 504, 504], codes
