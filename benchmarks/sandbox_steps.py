@@ -55,7 +55,6 @@ ZYGOTE_SHAPED = r"""
 import gc, json, os, resource, sys
 sys.path.insert(0, sys.argv[1])
 from sandbox import syscalls, zygote
-from sandbox.syscalls import ctypes
 for name in zygote.PRELOAD:
     try:
         __import__(name)
@@ -69,10 +68,9 @@ def cpu():
 out = []
 for name, flags in (("clone + exit + reap of a zygote-sized process", 17),  # SIGCHLD
                     ("  ... with new PID + IPC namespaces (a test's clone)", syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC | 17)):
-    args = [ctypes.c_long(x) for x in (syscalls._SYS_CLONE, flags, 0, 0, 0, 0)]
     t0 = cpu()
     for _ in range(n):
-        pid = syscalls._pylibc.syscall(*args)
+        pid = syscalls.clone(flags)
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
@@ -91,7 +89,7 @@ def in_a_child(n: int, cg: isolation.MemoryCgroup) -> list[tuple[str, float]]:
     """The steps a test's child takes, each repeated inside one child cloned like a test's."""
     r, w = os.pipe()
     flags = syscalls.CLONE_NEWPID | syscalls.CLONE_NEWIPC | 17
-    pid = syscalls._pylibc.syscall(*[syscalls.ctypes.c_long(x) for x in (syscalls._SYS_CLONE, flags, 0, 0, 0, 0)])
+    pid = syscalls.clone(flags)
     if pid == 0:
         try:
             procs = os.open(os.path.join(cg.path, "cgroup.procs"), os.O_WRONLY)

@@ -95,21 +95,25 @@ def forbid_new_privileges() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def clone_sibling(new_namespaces: bool) -> int:
-    """fork(), except that the child becomes a child of the *caller's parent* (CLONE_PARENT), and,
-    with ``new_namespaces``, PID 1 of a new PID namespace with a new IPC namespace. Returns 0 in the
-    child. The zygote clones programs this way so that the worker's manager, not the zygote, waits
-    for them and reads their output: the zygote never sees any of it."""
+def clone(flags: int) -> int:
+    """The raw clone(2) syscall with ``flags`` (no new stack: a fork-like copy); returns 0 in the child."""
     if _SYS_CLONE is None:
         raise OSError(errno.ENOSYS, f"clone: unsupported machine {os.uname().machine}")
-    # A fresh IPC namespace too: SysV shared memory and semaphores die with the test instead of
-    # persisting (and piling up) in the worker's namespace for the next program to find.
-    flags = CLONE_PARENT | (CLONE_NEWPID | CLONE_NEWIPC if new_namespaces else 0) | signal.SIGCHLD
     pid = _pylibc.syscall(ctypes.c_long(_SYS_CLONE), ctypes.c_long(flags),
                           ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
     if pid < 0:
         raise _fail(f"clone({flags:#x})")
     return pid
+
+
+def clone_sibling(new_namespaces: bool) -> int:
+    """fork(), except that the child becomes a child of the *caller's parent* (CLONE_PARENT), and,
+    with ``new_namespaces``, PID 1 of a new PID namespace with a new IPC namespace. Returns 0 in the
+    child. The zygote clones programs this way so that the worker's manager, not the zygote, waits
+    for them and reads their output: the zygote never sees any of it."""
+    # A fresh IPC namespace too: SysV shared memory and semaphores die with the test instead of
+    # persisting (and piling up) in the worker's namespace for the next program to find.
+    return clone(CLONE_PARENT | (CLONE_NEWPID | CLONE_NEWIPC if new_namespaces else 0) | signal.SIGCHLD)
 
 
 def mount_own_proc(root: str) -> None:

@@ -166,7 +166,8 @@ class Worker:
         read anything from the executor; wait until it says it is ready."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {"isolated": self.isolated, "uid": self.uid, "root": self.root.path if self.isolated else None,
-                  "work": self.work_inside(), "bin": self.bin_inside(), "cgroup": self.cgroup is not None,
+                  "work": isolation.INNER_WORK if self.isolated else self.work,  # as programs see them
+                  "bin": isolation.INNER_BIN if self.isolated else self.bin_cache, "cgroup": self.cgroup is not None,
                   "packages": [isolation.INNER_PY] if self.isolated
                   else sorted({os.path.dirname(p) for p in self.packages.values()})}
         argv = zygote_command(config)
@@ -195,13 +196,6 @@ class Worker:
         if hello != READY:
             raise OSError(errno.EIO, f"the zygote did not start ({hello.decode(errors='replace') or 'it exited'}; "
                                      "its traceback is in the service's log)")
-
-    # Paths: the work dir as the program sees it, and the binary cache.
-    def work_inside(self) -> str:
-        return isolation.INNER_WORK if self.isolated else self.work
-
-    def bin_inside(self) -> str:
-        return isolation.INNER_BIN if self.isolated else self.bin_cache
 
     def serve(self) -> None:
         hello = {"ready": not self.error, "error": self.error, "isolation": "full" if self.isolated else "degraded",

@@ -133,7 +133,7 @@ class Zygote:
         os.environ.clear()
         os.environ.update(self.env)
         stdlib = [p for p in sys.path if p.startswith(sys.base_prefix) and "site-packages" not in p]
-        self.sys_path = [self.work] + stdlib + packages
+        sys_path = [self.work] + stdlib + packages
         sys.argv = ["main.py"]
         sys.executable = _interpreter()
         # The program's __main__, empty: each clone fills its own copy.
@@ -162,7 +162,7 @@ class Zygote:
         if self.isolated:
             syscalls.forbid_new_privileges()
         _thread_friendly_libc(THREAD_STACK_MB)  # process-wide in libc: every clone inherits it
-        sys.path[:] = self.sys_path  # the programs' import path (the zygote imports nothing more)
+        sys.path[:] = sys_path  # the programs' import path (the zygote imports nothing more)
         # The modules every program finds loaded; the last one marks where a program's own begin.
         self.preloaded = frozenset(sys.modules) - {"__main__"}
         self.n_modules = len(sys.modules)
