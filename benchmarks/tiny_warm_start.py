@@ -4,7 +4,10 @@ Builds the tiny model on the synthetic training tasks, runs the warm-start SFT f
 step count, samples ``--n`` completions per task at temperature 1.0 (plus one greedy) with the hf
 sampler and judges them in the sandbox (local executor), exactly as ``codealign train`` does for
 round 0. Prints one line per step count: pass@1 at T=1, greedy pass@1, how many tasks were solved by
-at least one / by every sample, and the seconds spent in SFT, sampling and judging.
+at least one / by every sample, and the seconds spent in SFT, sampling and judging; then, per split,
+how often each of the three parts of a task (filter, transform, aggregate: one sentence of the statement,
+one piece of the program) is written right at T=1, which tells a model that cannot compose the parts
+from one that has not learnt them yet.
 
     python benchmarks/tiny_warm_start.py --steps 200,300 --n 8
 """
@@ -12,11 +15,38 @@ at least one / by every sample, and the seconds spent in SFT, sampling and judgi
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 
+#: The canonical program's second and third lines: b = [<transform> for x in a( if <filter>)?] / <aggregate>.
+_BODY = re.compile(r"b = \[(?P<transform>.*) for x in a(?: if (?P<filter>.*))?\]\n(?P<aggregate>.*)")
 
-def pass_rates(model, tokenizer, problems, n: int, temperature: float, client) -> tuple[list[float], float, float]:
+
+def parts(program: str) -> dict[str, str] | None:
+    """The filter condition, transform expression and aggregate line of a program in the family's
+    canonical shape (None when it has another shape)."""
+    m = _BODY.search(program)
+    return None if m is None else {"filter": m["filter"] or "", "transform": m["transform"], "aggregate": m["aggregate"].strip()}
+
+
+def part_accuracy(pairs) -> dict[str, float]:
+    """Over (problem, program) pairs: the fraction whose filter / transform / aggregate / all three
+    equal the reference program's, and the fraction not in the canonical shape."""
+    counts = dict.fromkeys(("filter", "transform", "aggregate", "all", "other_shape"), 0)
+    for problem, program in pairs:
+        want, got = parts(problem.solutions["python"][0]), parts(program or "")
+        if got is None:
+            counts["other_shape"] += 1
+            continue
+        right = [got[k] == want[k] for k in ("filter", "transform", "aggregate")]
+        for k, ok in zip(("filter", "transform", "aggregate"), right):
+            counts[k] += ok
+        counts["all"] += all(right)
+    return {k: v / max(len(pairs), 1) for k, v in counts.items()}
+
+
+def pass_rates(model, tokenizer, problems, n: int, temperature: float, client) -> tuple[list[float], float, float, dict[str, float]]:
     from codealign.judge import judge_many, outcome, program_from_completion
     from codealign.prompts import build_prompt
     from codealign.samplers import SamplingParams
@@ -32,7 +62,7 @@ def pass_rates(model, tokenizer, problems, n: int, temperature: float, client) -
     t2 = time.perf_counter()
     correct = [r is not None and outcome(p, r).correct for (p, _), r in zip(pairs, results)]
     per_task = [sum(correct[i * n : (i + 1) * n]) / n for i in range(len(problems))]
-    return per_task, t1 - t0, t2 - t1
+    return per_task, t1 - t0, t2 - t1, part_accuracy(pairs)
 
 
 def main() -> None:
@@ -57,9 +87,9 @@ def main() -> None:
             t = time.perf_counter()
             model, tok = warm_start_tiny(train, build_prompt, seed=args.seed, cache_dir=cache, sft=SFTConfig(steps=steps), log=lambda _: None)
             sft_s = time.perf_counter() - t
-            held, gen_s, judge_s = pass_rates(model, tok, heldout, args.n, 1.0, client)
-            greedy, _, _ = pass_rates(model, tok, heldout, 1, 0.0, client)
-            tr, _, _ = pass_rates(model, tok, train[: args.train_tasks], args.n, 1.0, client)
+            held, gen_s, judge_s, held_parts = pass_rates(model, tok, heldout, args.n, 1.0, client)
+            greedy, _, _, _ = pass_rates(model, tok, heldout, 1, 0.0, client)
+            tr, _, _, train_parts = pass_rates(model, tok, train[: args.train_tasks], args.n, 1.0, client)
             print(
                 f"sft_steps={steps} val_pass@1(T=1)={sum(held) / len(held):.3f} "
                 f"val_greedy={sum(greedy) / len(greedy):.3f} train_pass@1(T=1)={sum(tr) / len(tr):.3f} "
@@ -67,6 +97,8 @@ def main() -> None:
                 f"sft_s={sft_s:.1f} gen_s={gen_s:.1f} judge_s={judge_s:.1f}",
                 flush=True,
             )
+            for name, acc in (("val", held_parts), ("train", train_parts)):
+                print(f"  {name} parts right (T=1): " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()), flush=True)
 
 
 if __name__ == "__main__":
