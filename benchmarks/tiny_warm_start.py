@@ -21,6 +21,7 @@ import time
 
 #: The canonical program's second and third lines: b = [<transform> for x in a( if <filter>)?] / <aggregate>.
 _BODY = re.compile(r"b = \[(?P<transform>.*) for x in a(?: if (?P<filter>.*))?\]\n(?P<aggregate>.*)")
+PARTS = ("filter", "transform", "aggregate")
 
 
 def parts(program: str) -> dict[str, str] | None:
@@ -33,16 +34,16 @@ def parts(program: str) -> dict[str, str] | None:
 def part_accuracy(pairs) -> dict[str, float]:
     """Over (problem, program) pairs: the fraction whose filter / transform / aggregate / all three
     equal the reference program's, and the fraction not in the canonical shape."""
-    counts = dict.fromkeys(("filter", "transform", "aggregate", "all", "other_shape"), 0)
+    counts = dict.fromkeys((*PARTS, "all", "other_shape"), 0)
     for problem, program in pairs:
         want, got = parts(problem.solutions["python"][0]), parts(program or "")
         if got is None:
             counts["other_shape"] += 1
             continue
-        right = [got[k] == want[k] for k in ("filter", "transform", "aggregate")]
-        for k, ok in zip(("filter", "transform", "aggregate"), right):
+        right = {k: got[k] == want[k] for k in PARTS}
+        for k, ok in right.items():
             counts[k] += ok
-        counts["all"] += all(right)
+        counts["all"] += all(right.values())
     return {k: v / max(len(pairs), 1) for k, v in counts.items()}
 
 
